@@ -1,0 +1,133 @@
+"""The ``llm2vec-rag`` command line: one entry point, a plain function per subcommand.
+
+``encode`` lives here. The other parts register their own subcommands through an
+``add_commands(subparsers, model_flags)`` function in their package's ``cli`` module
+(``llm2vec_rag.integrations.cli``: index/search, ``llm2vec_rag.export.cli``: export,
+``llm2vec_rag.training.cli``: train), so each command sits beside the code it drives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
+COMMAND_MODULES = ("llm2vec_rag.integrations.cli", "llm2vec_rag.export.cli",
+                   "llm2vec_rag.training.cli")
+
+
+def model_flags() -> argparse.ArgumentParser:
+    """Flags shared by every command that loads a model."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True,
+                   help="hub id, local folder, or path to a .gguf file")
+    g.add_argument("--adapter", action="append", default=[],
+                   help="LoRA adapter folder or hub id; repeat to apply several in order")
+    g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
+    g.add_argument("--pooling", default=None,
+                   help="mean | weighted_mean | eos | last | bos (default: saved config, else mean)")
+    g.add_argument("--max-length", type=int, default=None)
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
+    g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: auto)")
+    g.add_argument("--onnx", action="store_true",
+                   help="--model is an exported ONNX folder: run it with ONNX Runtime")
+    return p
+
+
+def load_encoder(args: argparse.Namespace):
+    """The encoder the shared model flags describe (PyTorch, or ONNX Runtime with --onnx)."""
+    if getattr(args, "onnx", False):
+        from llm2vec_rag.export import OnnxLLM2Vec
+
+        return OnnxLLM2Vec.from_pretrained(args.model, device=args.device)
+    from llm2vec_rag import LLM2Vec
+
+    return LLM2Vec.from_pretrained(
+        args.model, adapters=args.adapter, gguf_file=args.gguf_file, pooling=args.pooling,
+        max_length=args.max_length, device=args.device, dtype=args.dtype,
+    )
+
+
+def read_texts(path: str, field: str = "text") -> Iterator[str]:
+    """Texts from a file (one per line, or JSONL with ``field``) or ``-`` for stdin."""
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        for n, line in enumerate(stream, 1):
+            line = line.rstrip("\n")
+            if path.endswith(".jsonl"):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if field not in record:
+                    raise ValueError(f"{path}:{n}: no {field!r} field (use --field to pick one)")
+                yield record[field]
+            else:
+                yield line
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    """Encode texts to a .npy matrix or JSONL ({"text", "embedding"} per line; stdout if no -o)."""
+    texts = list(read_texts(args.input, args.field))
+    encoder = load_encoder(args)
+    vectors = encoder.encode(texts, instruction=args.instruction, batch_size=args.batch_size,
+                             normalize=args.normalize, show_progress=None)
+    if args.output and args.output.endswith(".npy"):
+        np.save(args.output, vectors)
+    else:
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        for text, vec in zip(texts, vectors):
+            out.write(json.dumps({"text": text, "embedding": vec.tolist()}) + "\n")
+        if out is not sys.stdout:
+            out.close()
+    print(f"encoded {len(texts)} texts -> {args.output or 'stdout'} "
+          f"(dim {vectors.shape[1]})", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm2vec-rag", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    flags = model_flags()
+
+    p = sub.add_parser("encode", parents=[flags], help="encode texts to vectors",
+                       description=cmd_encode.__doc__)
+    p.add_argument("input", nargs="?", default="-",
+                   help="text file (one text per line), .jsonl file, or - for stdin")
+    p.add_argument("-o", "--output", default=None, help="out.npy or out.jsonl (default: stdout)")
+    p.add_argument("--field", default="text", help="JSONL field holding the text")
+    p.add_argument("--instruction", default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--normalize", action="store_true")
+    p.set_defaults(func=cmd_encode)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:  # that part is not written/installed yet
+            if err.name != name:
+                raise
+            continue
+        if hasattr(module, "add_commands"):
+            module.add_commands(sub, flags)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"llm2vec-rag {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

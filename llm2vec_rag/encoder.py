@@ -1,0 +1,100 @@
+"""The one encode path shared by the PyTorch and ONNX Runtime encoders.
+
+Everything except the forward pass lives here: input checks, tokenization with the
+instruction mask, length-sorted batching, order restoration, normalisation, progress.
+Subclasses implement ``_forward_batch`` (a padded batch -> float32 [B, D]).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import EncoderConfig
+from .preprocess import Batch, Preprocessor, check_instruction, check_texts
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
+
+
+class BaseEncoder:
+    """Subclasses set ``tokenizer``, ``config`` and ``dim`` and implement ``_forward_batch``."""
+
+    tokenizer: object
+    config: EncoderConfig
+    dim: int
+
+    def _init_preprocessor(self, padding_side: str = "left") -> None:
+        self.preprocessor = Preprocessor(
+            self.tokenizer, self.config.max_length,
+            append_eos=self.config.pooling == "eos", padding_side=padding_side,
+        )
+
+    def _forward_batch(self, batch: Batch) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(
+        self,
+        texts: str | list[str],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        normalize: bool = False,
+        show_progress: bool | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> np.ndarray:
+        """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
+
+        The instruction is attended to but not pooled. ``show_progress=None`` shows a bar
+        only for long inputs. ``max_batch_tokens`` caps padded tokens per batch (memory).
+        Empty strings are valid: the vector then pools the special tokens and instruction.
+        """
+        texts = check_texts(texts)
+        instruction = check_instruction(instruction)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encoded = self.preprocessor.encode(texts, instruction)
+        truncated = sum(e.truncated for e in encoded)
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(texts)} texts exceed max_length="
+                f"{self.config.max_length} tokens and were truncated.", stacklevel=2)
+        if show_progress is None:
+            show_progress = len(texts) >= PROGRESS_MIN_TEXTS
+        with tqdm(total=len(texts), disable=not show_progress, desc="encode",
+                  unit="text") as bar:
+            for batch in self.preprocessor.batches(encoded, batch_size, max_batch_tokens):
+                out[batch.index] = self._forward_batch(batch)
+                bar.update(len(batch.index))
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def encode_iter(self, texts: Iterable[str], chunk_size: int = 1024,
+                    **encode_kwargs) -> Iterator[np.ndarray]:
+        """Stream: one ``(<=chunk_size, dim)`` array per chunk, memory flat in the stream size."""
+        if isinstance(texts, str):
+            raise TypeError("encode_iter expects an iterable of strings, not one string")
+        it = iter(texts)
+        while chunk := list(itertools.islice(it, chunk_size)):
+            yield self.encode(chunk, **encode_kwargs)
+
+    def encode_queries(self, queries: str | list[str], instruction: str | None = None,
+                       **encode_kwargs) -> np.ndarray:
+        """Queries get the configured query instruction unless one is given."""
+        if instruction is None:
+            instruction = self.config.query_instruction
+        return self.encode(queries, instruction=instruction, **encode_kwargs)
+
+    def encode_documents(self, documents: str | list[str], instruction: str | None = None,
+                         **encode_kwargs) -> np.ndarray:
+        """Documents get no instruction by default, as LLM2Vec models were trained."""
+        if instruction is None:
+            instruction = self.config.document_instruction
+        return self.encode(documents, instruction=instruction, **encode_kwargs)

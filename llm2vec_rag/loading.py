@@ -1,0 +1,160 @@
+"""Loading a base model (hub id, folder or GGUF file), made bidirectional, plus LoRA adapters.
+
+The published McGill-NLP layout is a ``-mntp`` repo holding an adapter (and config) whose
+``adapter_config.json`` names the real base model; a second adapter (SimCSE or supervised)
+goes on top. Adapters are merged one by one, each before the next is applied, exactly as
+they were trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.utils import cached_file
+from transformers.utils import logging as hf_logging
+
+from .bidirectional import is_bidirectional, make_bidirectional
+
+logger = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def resolve_source(name_or_path: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """Accept a path to a .gguf file directly; fail early and clearly on missing folders."""
+    name_or_path = os.path.expanduser(str(name_or_path))
+    if name_or_path.endswith(".gguf") and os.path.isfile(name_or_path) and gguf_file is None:
+        return os.path.dirname(os.path.abspath(name_or_path)), os.path.basename(name_or_path)
+    looks_local = name_or_path.startswith((".", "/", "~")) or not _HUB_ID.match(name_or_path)
+    if looks_local and not os.path.isdir(name_or_path):
+        raise FileNotFoundError(
+            f"Model folder {name_or_path!r} does not exist. Pass an existing folder that holds "
+            "config.json (or a .gguf file), or a Hugging Face hub id such as "
+            "'McGill-NLP/LLM2Vec-Sheared-LLaMA-mntp'."
+        )
+    if gguf_file is not None and not os.path.isfile(os.path.join(name_or_path, gguf_file)) \
+            and os.path.isdir(name_or_path):
+        raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {name_or_path!r}.")
+    return name_or_path, gguf_file
+
+
+def find_file(name_or_path: str, filename: str, **hub_kwargs) -> str | None:
+    """Local path of ``filename`` in a folder or hub repo, or None when the repo lacks it."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        return path if os.path.isfile(path) else None
+    try:
+        return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False, **hub_kwargs)
+    except OSError:
+        return None
+
+
+def adapter_base(name_or_path: str, **hub_kwargs) -> str | None:
+    """The base model an adapter folder was trained on, or None if it is not an adapter."""
+    path = find_file(name_or_path, "adapter_config.json", **hub_kwargs)
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("base_model_name_or_path")
+
+
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, **kwargs)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # pad positions are masked; any id will do
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    gguf_file: str | None = None,
+    enable_bidirectional: bool = True,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    **hub_kwargs,
+) -> PreTrainedModel:
+    """The bare decoder (no LM head) returning ``last_hidden_state``, non-causal when asked."""
+    config = AutoConfig.from_pretrained(name_or_path, gguf_file=gguf_file,
+                                        trust_remote_code=trust_remote_code, **hub_kwargs)
+    if enable_bidirectional:
+        make_bidirectional(config)
+    else:
+        config.is_causal = True
+    kwargs = dict(config=config, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
+                  **hub_kwargs)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    with _quiet_transformers():  # the LM head is unused, its "unexpected key" report is noise
+        model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    if model.config.is_encoder_decoder:
+        raise ValueError(f"{name_or_path!r} is not a decoder-only language model.")
+    missing = info.get("missing_keys") or []
+    if missing:
+        raise ValueError(
+            f"{name_or_path!r} lacks weights for {len(missing)} parameters "
+            f"(e.g. {sorted(missing)[:3]}): they would be random. Check that the folder holds "
+            "the full model, not only an adapter or a different architecture."
+        )
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def check_bidirectional(model: PreTrainedModel, name: str) -> None:
+    if not is_bidirectional(model):
+        raise RuntimeError(
+            f"{name!r} is still causal after setting config.is_causal=False "
+            f"(architecture {type(model).__name__}, attention "
+            f"{model.config._attn_implementation!r}). This architecture's transformers code "
+            "ignores the flag: try attn_implementation='eager' or 'sdpa', or pass "
+            "enable_bidirectional=False to use it causally on purpose."
+        )
+
+
+def apply_adapters(model: PreTrainedModel, adapters: list[str], **hub_kwargs) -> PreTrainedModel:
+    """Apply LoRA adapters in order, merging each into the weights before the next."""
+    from peft import PeftModel
+
+    for adapter in adapters:
+        if os.path.sep in str(adapter) and not os.path.isdir(adapter):
+            raise FileNotFoundError(f"Adapter folder {adapter!r} does not exist.")
+        if find_file(str(adapter), "adapter_config.json", **hub_kwargs) is None:
+            raise FileNotFoundError(
+                f"{adapter!r} holds no adapter_config.json: it is not a PEFT/LoRA adapter. "
+                "Pass the folder written by training (or a hub adapter repo)."
+            )
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter, **hub_kwargs)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(
+                f"Adapter {adapter!r} does not fit this base model "
+                f"({type(model).__name__}, hidden size {model.config.hidden_size}); it was "
+                f"trained for {adapter_base(str(adapter), **hub_kwargs)!r}. Load it on that "
+                f"base model. Details: {err}"
+            ) from err
+        model = peft_model.merge_and_unload()
+        logger.info("merged adapter %s", adapter)
+    return model

@@ -1,0 +1,154 @@
+"""``LLM2Vec``: the PyTorch encoder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .config import EncoderConfig, check_pooling
+from .encoder import BaseEncoder
+from .loading import (
+    adapter_base,
+    apply_adapters,
+    check_bidirectional,
+    find_file,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
+from .pooling import pool
+from .preprocess import Batch
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class EncoderModule(nn.Module):
+    """Decoder plus pooling as one module: what runs in PyTorch and what gets exported to ONNX."""
+
+    def __init__(self, model: PreTrainedModel, pooling: str) -> None:
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                embed_mask: torch.Tensor) -> torch.Tensor:
+        # Positions count real tokens only, so a text's positions do not depend on padding.
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T]
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position_ids).last_hidden_state  # [B, T, D]
+        return pool(hidden, attention_mask, embed_mask, self.pooling)  # [B, D]
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """float32 on CPU; bf16 (or fp16 where bf16 is unsupported) on GPU unless asked otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
+    return _DTYPES[dtype]
+
+
+class LLM2Vec(BaseEncoder):
+    """A decoder-only LLM used as a bidirectional text encoder."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer, config: EncoderConfig | None = None,
+                 padding_side: str = "left") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or EncoderConfig()
+        self.dim = int(model.config.hidden_size)
+        self.module = EncoderModule(self.model, self.config.pooling)
+        self._init_preprocessor(padding_side)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike,
+        adapters: Sequence[str | os.PathLike] | None = None,
+        *,
+        pooling: str | None = None,
+        max_length: int | None = None,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+        gguf_file: str | None = None,
+        enable_bidirectional: bool = True,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        padding_side: str = "left",
+        **hub_kwargs,
+    ) -> LLM2Vec:
+        """Load a base model (hub id, folder, GGUF), apply ``adapters`` in order, verify it.
+
+        Encoder settings come from ``llm2vec_config.json`` in the model or the adapters
+        (the last one wins), then from the arguments given here.
+        """
+        if isinstance(adapters, (str, os.PathLike)):
+            adapters = [adapters]
+        source, gguf_file = resolve_source(str(model_name_or_path), gguf_file)
+        chain = [str(a) for a in (adapters or [])]
+        base = source
+        parent = None if gguf_file else adapter_base(source, **hub_kwargs)
+        if parent is not None:  # McGill-NLP layout: the "model" is itself an adapter
+            chain.insert(0, source)
+            base = parent
+        tok_source = source if parent and find_file(source, "tokenizer_config.json",
+                                                    **hub_kwargs) else base
+        tokenizer = load_tokenizer(tok_source, gguf_file=gguf_file,
+                                   trust_remote_code=trust_remote_code, **hub_kwargs)
+        device = pick_device(device)
+        model = load_model(base, gguf_file=gguf_file, enable_bidirectional=enable_bidirectional,
+                           dtype=pick_dtype(dtype, device), attn_implementation=attn_implementation,
+                           trust_remote_code=trust_remote_code, **hub_kwargs)
+        model = apply_adapters(model.to(device), chain, **hub_kwargs)
+        if enable_bidirectional:
+            check_bidirectional(model, str(model_name_or_path))
+
+        settings: dict = {}
+        for folder in [base, *chain]:
+            if os.path.isdir(folder):
+                settings.update(EncoderConfig.read_dict(folder))
+        given = dict(pooling=pooling, max_length=max_length,
+                     query_instruction=query_instruction,
+                     document_instruction=document_instruction)
+        settings.update({k: v for k, v in given.items() if v is not None})
+        if "pooling" in settings:
+            settings["pooling"] = check_pooling(settings["pooling"])
+        return cls(model, tokenizer, EncoderConfig(**settings), padding_side=padding_side)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Merged weights (safetensors), tokenizer and llm2vec_config.json: reloadable offline."""
+        os.makedirs(folder, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.config.save(folder)
+
+    @torch.inference_mode()
+    def _forward_batch(self, batch: Batch) -> np.ndarray:
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(self.device)
+
+        vectors = self.module(tensor(batch.input_ids), tensor(batch.attention_mask),
+                              tensor(batch.embed_mask))
+        return vectors.float().cpu().numpy()

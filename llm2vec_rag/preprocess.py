@@ -1,0 +1,152 @@
+"""Texts to padded batches: tokenization, the instruction (embed) mask, length-sorted batching.
+
+NumPy only, so the ONNX Runtime encoder shares it without importing torch.
+
+A text with an instruction is tokenized as ``instruction.strip() + " " + text`` (what
+LLM2Vec models were trained on); its last ``len(tokenize(text))`` content tokens form the
+``embed_mask``, so pooling sees the text and never the instruction, BOS or padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    input_ids: np.ndarray  # [B, T] int64
+    attention_mask: np.ndarray  # [B, T] int64, 1 = real token
+    embed_mask: np.ndarray  # [B, T] int64, 1 = the text's own tokens
+    index: np.ndarray  # [B] positions of these rows in the caller's list
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    embed_start: int  # the text's tokens are ids[embed_start:embed_end]
+    embed_end: int
+    truncated: bool
+
+
+def check_texts(texts: object) -> list[str]:
+    """A list of strings, or a clear error naming the first bad item."""
+    if isinstance(texts, str):
+        return [texts]
+    if texts is None or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"texts must be a string or a list of strings, got {type(texts).__name__}. "
+            "For a stream larger than memory use encode_iter()."
+        )
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            hint = " (nested lists are not accepted: flatten them first)" if isinstance(
+                t, (list, tuple)) else ""
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str{hint}: {t!r:.80}")
+    return list(texts)
+
+
+def check_instruction(instruction: object) -> str:
+    if instruction is None:
+        return ""
+    if not isinstance(instruction, str):
+        raise TypeError(f"instruction must be a string or None, got {type(instruction).__name__}")
+    return instruction.strip()
+
+
+class Preprocessor:
+    """Tokenizes and batches for one tokenizer and one set of encoder settings."""
+
+    def __init__(self, tokenizer, max_length: int, append_eos: bool = False,
+                 padding_side: str = "left") -> None:
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.padding_side = padding_side
+        self.eos_id = tokenizer.eos_token_id
+        if append_eos and self.eos_id is None:
+            raise ValueError("eos pooling needs a tokenizer with an eos_token; choose another pooling")
+        self.append_eos = append_eos
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
+        self.lead, self.trail = _special_template(tokenizer)
+
+    def encode(self, texts: list[str], instruction: str = "") -> list[Encoded]:
+        prefix = instruction + " " if instruction else ""
+        full = self.tokenizer([prefix + t for t in texts], add_special_tokens=True)["input_ids"]
+        if prefix:
+            alone = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            text_lens = [len(a) for a in alone]
+        else:
+            text_lens = [len(ids) - self.lead - self.trail for ids in full]
+        return [self._encode_one(ids, n) for ids, n in zip(full, text_lens)]
+
+    def _encode_one(self, ids: list[int], n_text: int) -> Encoded:
+        lead, body, trail = ids[: self.lead], ids[self.lead: len(ids) - self.trail], ids[
+            len(ids) - self.trail:]
+        n_text = min(n_text, len(body))
+        budget = self.max_length - len(lead) - len(trail) - int(self.append_eos)
+        if budget - (len(body) - n_text) < 1:
+            raise ValueError(
+                f"The instruction takes {len(body) - n_text} tokens, leaving no room for text "
+                f"within max_length={self.max_length}: shorten it or raise max_length."
+            )
+        truncated = len(body) > budget
+        if truncated:  # the text sits at the end of the body, so the cut only removes text
+            n_text -= len(body) - budget
+            body = body[:budget]
+        out = lead + body + trail + ([self.eos_id] if self.append_eos else [])
+        start, end = len(lead) + len(body) - n_text, len(lead) + len(body)
+        if not out:  # empty text, no instruction, no BOS: the model still needs one token
+            out = [self.eos_id if self.eos_id is not None else self.pad_id]
+        if start == end:  # empty text: documented fallback, pool over every real token
+            start, end = 0, len(out)
+        return Encoded(out, start, end, truncated)
+
+    def batches(self, encoded: list[Encoded], batch_size: int,
+                max_batch_tokens: int | None = None) -> Iterator[Batch]:
+        """Longest first, so each batch holds texts of similar length and padding stays small."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
+        group: list[int] = []
+        for i in order:
+            width = len(encoded[group[0]].ids) if group else len(encoded[i].ids)
+            too_many_tokens = max_batch_tokens is not None and (len(group) + 1) * width > max_batch_tokens
+            if group and (len(group) == batch_size or too_many_tokens):
+                yield self.collate([encoded[j] for j in group], np.array(group))
+                group = []
+            group.append(i)
+        if group:
+            yield self.collate([encoded[j] for j in group], np.array(group))
+
+    def collate(self, rows: list[Encoded], index: np.ndarray) -> Batch:
+        width = max(len(r.ids) for r in rows)
+        shape = (len(rows), width)
+        input_ids = np.full(shape, self.pad_id, dtype=np.int64)
+        attention = np.zeros(shape, dtype=np.int64)
+        embed = np.zeros(shape, dtype=np.int64)
+        for b, r in enumerate(rows):
+            offset = width - len(r.ids) if self.padding_side == "left" else 0
+            input_ids[b, offset: offset + len(r.ids)] = r.ids
+            attention[b, offset: offset + len(r.ids)] = 1
+            embed[b, offset + r.embed_start: offset + r.embed_end] = 1
+        return Batch(input_ids, attention, embed, index)
+
+
+def _special_template(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer adds before and after the content (BOS, EOS)."""
+    probe = "a"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for lead in range(len(full) - len(plain) + 1):
+        if full[lead: lead + len(plain)] == plain:
+            return lead, len(full) - lead - len(plain)
+    return 0, 0

