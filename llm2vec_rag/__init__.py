@@ -1,8 +1,22 @@
-"""llm2vec-rag: decoder-only LLMs as text encoders (LLM2Vec), trained, exported, and used for RAG."""
+"""llm2vec-rag: decoder LLMs as text encoders (LLM2Vec), trained, exported, used for RAG.
 
-from .bidirectional import is_bidirectional, make_bidirectional
+Imports are lazy so that torch-free users (the ONNX Runtime encoder) never load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from .config import POOLING_MODES, EncoderConfig
-from .model import LLM2Vec
 
 __all__ = ["LLM2Vec", "EncoderConfig", "POOLING_MODES", "is_bidirectional", "make_bidirectional"]
 __version__ = "0.1.0"
+
+_LAZY = {"LLM2Vec": ".model", "is_bidirectional": ".bidirectional",
+         "make_bidirectional": ".bidirectional"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'llm2vec_rag' has no attribute {name!r}")

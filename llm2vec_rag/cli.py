@@ -30,7 +30,7 @@ def model_flags() -> argparse.ArgumentParser:
                    help="LoRA adapter folder or hub id; repeat to apply several in order")
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
     g.add_argument("--pooling", default=None,
-                   help="mean | weighted_mean | eos | last | bos (default: saved config, else mean)")
+                   help="mean|weighted_mean|eos|last|bos (default: saved config, else mean)")
     g.add_argument("--max-length", type=int, default=None)
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
     g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: auto)")

@@ -15,7 +15,7 @@ import os
 import re
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
@@ -63,13 +63,6 @@ def adapter_base(name_or_path: str, **hub_kwargs) -> str | None:
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f).get("base_model_name_or_path")
-
-
-def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, **kwargs)
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token  # pad positions are masked; any id will do
-    return tokenizer
 
 
 def load_model(

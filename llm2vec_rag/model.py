@@ -18,11 +18,10 @@ from .loading import (
     check_bidirectional,
     find_file,
     load_model,
-    load_tokenizer,
     resolve_source,
 )
 from .pooling import pool
-from .preprocess import Batch
+from .preprocess import Batch, load_tokenizer
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}

@@ -35,6 +35,16 @@ class Encoded:
     truncated: bool
 
 
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
+    """The model's tokenizer, with a pad token (pad positions are masked; any id will do)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, **kwargs)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def check_texts(texts: object) -> list[str]:
     """A list of strings, or a clear error naming the first bad item."""
     if isinstance(texts, str):
@@ -72,7 +82,8 @@ class Preprocessor:
         self.padding_side = padding_side
         self.eos_id = tokenizer.eos_token_id
         if append_eos and self.eos_id is None:
-            raise ValueError("eos pooling needs a tokenizer with an eos_token; choose another pooling")
+            raise ValueError(
+                "eos pooling needs a tokenizer with an eos_token; choose another pooling")
         self.append_eos = append_eos
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
@@ -119,7 +130,8 @@ class Preprocessor:
         group: list[int] = []
         for i in order:
             width = len(encoded[group[0]].ids) if group else len(encoded[i].ids)
-            too_many_tokens = max_batch_tokens is not None and (len(group) + 1) * width > max_batch_tokens
+            too_many_tokens = (max_batch_tokens is not None
+                               and (len(group) + 1) * width > max_batch_tokens)
             if group and (len(group) == batch_size or too_many_tokens):
                 yield self.collate([encoded[j] for j in group], np.array(group))
                 group = []

@@ -56,7 +56,8 @@ def train_tokenizer(specials: dict[str, str], kind: str = "whitespace", vocab_si
     if "bos" in specials:
         bos = specials["bos"]
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, tok.token_to_id(bos))])
     kwargs = {f"{k}_token": v for k, v in specials.items()}
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok, model_input_names=["input_ids", "attention_mask"], **kwargs)
