@@ -131,6 +131,7 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], **hub_kwargs) ->
     """Apply LoRA adapters in order, merging each into the weights before the next."""
     from peft import PeftModel
 
+    chain = [getattr(model, "name_or_path", "") or ""]  # what each adapter may be trained on
     for adapter in adapters:
         if os.path.sep in str(adapter) and not os.path.isdir(adapter):
             raise FileNotFoundError(f"Adapter folder {adapter!r} does not exist.")
@@ -139,6 +140,7 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], **hub_kwargs) ->
                 f"{adapter!r} holds no adapter_config.json: it is not a PEFT/LoRA adapter. "
                 "Pass the folder written by training (or a hub adapter repo)."
             )
+        _warn_if_other_base(chain, str(adapter), adapter_base(str(adapter), **hub_kwargs))
         try:
             peft_model = PeftModel.from_pretrained(model, adapter, **hub_kwargs)
         except (RuntimeError, ValueError, KeyError) as err:
@@ -149,5 +151,16 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], **hub_kwargs) ->
                 f"base model. Details: {err}"
             ) from err
         model = peft_model.merge_and_unload()
+        chain.append(str(adapter))
         logger.info("merged adapter %s", adapter)
     return model
+
+
+def _warn_if_other_base(chain: list[str], adapter: str, recorded: str | None) -> None:
+    """Same-shaped weights of another model load silently and give wrong vectors: say so."""
+    def name(path: str) -> str:
+        return os.path.basename(str(path).rstrip("/"))
+
+    if recorded and chain[0] and name(recorded) not in {name(c) for c in chain}:
+        logger.warning("adapter %s was trained on %r but is applied to %r; make sure that is "
+                       "the same model", adapter, recorded, chain[-1])
