@@ -1,0 +1,56 @@
+"""``llm2vec-rag encode``: file or stdin in, .npy or JSONL out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.cli import main
+
+TEXTS = ["The quick brown fox.", "Qdrant stores vectors.", "héllo 😀"]
+
+
+def test_encode_file_to_npy(tiny_model_dir, tmp_path):
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "vecs.npy"
+    assert main(["encode", str(src), "-o", str(out), "--model", tiny_model_dir("llama"),
+                 "--instruction", "Retrieve passages"]) == 0
+    expected = LLM2Vec.from_pretrained(tiny_model_dir("llama")).encode(
+        TEXTS, instruction="Retrieve passages")
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+
+def test_encode_jsonl_to_jsonl(tiny_model_dir, tmp_path):
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"body": t}) + "\n" for t in TEXTS), encoding="utf-8")
+    out = tmp_path / "vecs.jsonl"
+    assert main(["encode", str(src), "--field", "body", "-o", str(out),
+                 "--model", tiny_model_dir("llama"), "--normalize"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    assert abs(np.linalg.norm(rows[0]["embedding"]) - 1) < 1e-5
+
+
+def test_encode_stdin_to_stdout(tiny_model_dir):
+    done = subprocess.run(
+        [sys.executable, "-m", "llm2vec_rag.cli", "encode", "--model", tiny_model_dir("llama")],
+        input="first text\nsecond text\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 2 and len(rows[0]["embedding"]) == 64
+
+
+def test_clear_errors(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "docs.jsonl"
+    src.write_text(json.dumps({"body": "x"}) + "\n")
+    assert main(["encode", str(src), "--model", tiny_model_dir("llama")]) == 2
+    assert "no 'text' field" in capsys.readouterr().err
+    good = tmp_path / "texts.txt"
+    good.write_text("x\n")
+    assert main(["encode", str(good), "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
