@@ -15,7 +15,7 @@ import os
 import re
 
 import torch
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, GgufConfig, PreTrainedModel
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
@@ -84,6 +84,8 @@ def load_model(
         config.is_causal = True
     kwargs = dict(config=config, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
                   **hub_kwargs)
+    if gguf_file is not None:  # plain float weights: trainable, mergeable, saveable
+        kwargs["quantization_config"] = GgufConfig(gguf_file=gguf_file, dequantize=True)
     if dtype is not None:
         kwargs["dtype"] = dtype
     if attn_implementation is not None:

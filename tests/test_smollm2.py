@@ -29,6 +29,12 @@ def test_gguf_loads_bidirectional(smollm2):
     assert is_bidirectional(smollm2.model)
 
 
+def test_gguf_model_saves_and_reloads(smollm2, tmp_path):
+    smollm2.save_pretrained(tmp_path / "smollm2")
+    reloaded = LLM2Vec.from_pretrained(tmp_path / "smollm2")
+    assert rel_diff(reloaded.encode(TEXTS), smollm2.encode(TEXTS)) <= 1e-5
+
+
 def test_real_weights_invariance(smollm2, smollm2_gguf):
     ref = smollm2.encode(TEXTS, batch_size=len(TEXTS))
     for batch_size in (1, 2):

