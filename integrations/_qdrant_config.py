@@ -1,0 +1,181 @@
+"""Qdrant plumbing for the indexer: client, collection options, retries, payload layout.
+
+Payload of every point (one chunk), readable by three readers:
+
+- ``page_content`` + ``metadata`` (dict): ``langchain_qdrant.QdrantVectorStore`` defaults;
+- ``_node_content`` (a TextNode as JSON) + ``_node_type`` + ``doc_id``/``ref_doc_id``/
+  ``document_id``: LlamaIndex's ``QdrantVectorStore`` defaults (its filters take keys
+  like ``metadata.lang``, the same nested keys as ours);
+- ``doc_hash``, ``chunk``, ``n_chunks``: the indexer's bookkeeping for resume and pruning.
+
+The text is stored twice (``page_content`` and inside ``_node_content``): the price of
+being read natively by both frameworks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+logger = logging.getLogger("llm2vec_rag.integrations.qdrant")
+
+# Point ids: uuid5 of (document id, chunk number) in our own namespace.
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://llm2vec-rag/qdrant-point-ids")
+
+
+def point_id(doc_id: str, chunk: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{doc_id}\x1f{chunk}"))
+
+
+def distance(name: Any):
+    from qdrant_client import models
+
+    if isinstance(name, models.Distance):
+        return name
+    names = {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT,
+             "euclid": models.Distance.EUCLID, "euclidean": models.Distance.EUCLID,
+             "manhattan": models.Distance.MANHATTAN}
+    if str(name).lower() not in names:
+        raise ValueError(f"distance must be one of {sorted(names)}, got {name!r}")
+    return names[str(name).lower()]
+
+
+def quantization(spec: Any):
+    """None, "scalar" (int8, 4x smaller), "binary" (32x smaller), or a qdrant config object."""
+    from qdrant_client import models
+
+    if spec is None or not isinstance(spec, str):
+        return spec
+    if spec == "scalar":
+        return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, always_ram=True))
+    if spec == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    raise ValueError(f"quantization must be 'scalar', 'binary', None or a qdrant_client "
+                     f"QuantizationConfig, got {spec!r}")
+
+
+def hnsw(spec: Any):
+    from qdrant_client import models
+
+    if spec is None or isinstance(spec, models.HnswConfigDiff):
+        return spec
+    if isinstance(spec, dict):
+        return models.HnswConfigDiff(**spec)
+    raise ValueError(f"hnsw must be a dict like {{'m': 16, 'ef_construct': 100}}, got {spec!r}")
+
+
+def payload_indexes(spec: Any) -> dict[str, str]:
+    """Metadata keys to index on a server: a list (keyword indexes) or {key: schema}."""
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        spec = [spec]
+    items = spec.items() if isinstance(spec, dict) else ((k, "keyword") for k in spec)
+    allowed = ("keyword", "integer", "float", "bool", "geo", "datetime", "text", "uuid")
+    out = {}
+    for key, schema in items:
+        if schema not in allowed:
+            raise ValueError(f"payload index {key!r}: schema must be one of {allowed}, "
+                             f"got {schema!r}")
+        out[key if key.startswith("metadata.") else f"metadata.{key}"] = schema
+    return out
+
+
+def make_client(path: str | None, url: str | None, api_key: str | None,
+                timeout: float | None):
+    from qdrant_client import QdrantClient
+
+    if url and path:
+        raise ValueError("give either path= (embedded store) or url= (Qdrant server), not both")
+    if url:
+        return QdrantClient(url=url, api_key=api_key, timeout=timeout,
+                            check_compatibility=False)
+    if path == ":memory:":
+        return QdrantClient(location=":memory:")
+    try:
+        return QdrantClient(path=path or "./qdrant_data")
+    except RuntimeError as err:  # portalocker: another process holds the folder
+        raise RuntimeError(f"The embedded Qdrant store {path!r} is open in another process "
+                           f"(local mode allows one). Close it, or run a Qdrant server and "
+                           f"use url=. ({err})") from err
+
+
+def is_remote(client) -> bool:
+    """False for local mode (path= / ":memory:"), which needs no retries or payload indexes."""
+    try:
+        from qdrant_client.local.qdrant_local import QdrantLocal
+    except ImportError:  # pragma: no cover - layout of a future client
+        return True
+    return not isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    return (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError)
+
+
+def with_retries(fn, what: str, where: str, retries: int, backoff: float):
+    """``fn()`` with bounded exponential backoff on connection errors, then a clear error."""
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    errors = transient_errors()
+    delay = backoff
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except (*errors, UnexpectedResponse) as err:
+            status = getattr(err, "status_code", None)
+            if isinstance(err, UnexpectedResponse) and status not in (429, 502, 503, 504):
+                raise
+            if attempt == retries:
+                raise ConnectionError(
+                    f"Qdrant at {where} failed to {what} after {retries + 1} attempts "
+                    f"({type(err).__name__}: {str(err)[:200]}). Check that the server is up "
+                    f"and the URL is right; re-running the same command resumes the job "
+                    f"without duplicates.") from err
+            logger.warning("Qdrant %s failed (%s), retry %d/%d in %.1fs", what,
+                           type(err).__name__, attempt + 1, retries, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+def payload(doc_id: str, chunk: int, n_chunks: int, text: str, metadata: dict,
+            doc_hash: str) -> dict:
+    meta = {**metadata, "doc_id": doc_id, "chunk": chunk}
+    node = {
+        "id_": point_id(doc_id, chunk), "text": text, "metadata": meta,
+        "relationships": {"1": {"node_id": doc_id, "node_type": "4", "metadata": {},
+                                "class_name": "RelatedNodeInfo"}},
+        "class_name": "TextNode",
+    }
+    return {
+        "page_content": text, "metadata": meta,
+        "_node_content": json.dumps(node), "_node_type": "TextNode",
+        "doc_id": doc_id, "ref_doc_id": doc_id, "document_id": doc_id,
+        "chunk": chunk, "n_chunks": n_chunks, "doc_hash": doc_hash,
+    }
+
+
+def to_filter(spec: Any):
+    """{"key": value} (value may be a list: any of) on metadata keys, or a qdrant Filter."""
+    from qdrant_client import models
+
+    if spec is None or isinstance(spec, models.Filter):
+        return spec
+    if not isinstance(spec, dict):
+        raise TypeError(f"filter must be a dict {{metadata_key: value}} or a "
+                        f"qdrant_client.models.Filter, got {type(spec).__name__}")
+    must = []
+    for key, value in spec.items():
+        field = key if key.startswith("metadata.") else f"metadata.{key}"
+        match = (models.MatchAny(any=list(value)) if isinstance(value, (list, tuple, set))
+                 else models.MatchValue(value=value))
+        must.append(models.FieldCondition(key=field, match=match))
+    return models.Filter(must=must)

@@ -1,0 +1,53 @@
+"""Token-window chunking in the encoder's own tokens, so a chunk never overflows the model.
+
+Uses only ``tokenizer(texts, add_special_tokens=False)["input_ids"]`` plus, where the
+tokenizer offers it (every Hugging Face fast tokenizer), ``return_offsets_mapping=True`` to
+cut the original string exactly; otherwise ``tokenizer.decode(ids)`` rebuilds each chunk.
+"""
+
+from __future__ import annotations
+
+
+class TokenChunker:
+    """Windows of ``size`` tokens, consecutive windows sharing ``overlap`` tokens
+    (default: an eighth of the size, at most 32)."""
+
+    def __init__(self, tokenizer, size: int = 256, overlap: int | None = None) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"chunk size must be a positive number of tokens, got {size!r}")
+        if overlap is None:
+            overlap = min(32, size // 8)
+        if not isinstance(overlap, int) or not 0 <= overlap < size:
+            raise ValueError(f"chunk overlap must be >= 0 and smaller than the chunk size "
+                             f"({size}), got {overlap!r}")
+        self.tokenizer = tokenizer
+        self.size = size
+        self.overlap = overlap
+        self._offsets = True
+
+    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+        if self._offsets:
+            try:
+                enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                return list(enc["input_ids"]), list(enc["offset_mapping"])
+            except (NotImplementedError, TypeError, KeyError, ValueError):
+                self._offsets = False  # a slow or thin tokenizer: decode instead
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), None
+
+    def chunk(self, text: str) -> list[str]:
+        """The text itself when it fits, else overlapping windows (never an empty list)."""
+        ids, offsets = self._tokenize(text)
+        if len(ids) <= self.size:
+            return [text]
+        chunks, step = [], self.size - self.overlap
+        for start in range(0, len(ids), step):
+            end = min(start + self.size, len(ids))
+            if offsets is not None:
+                piece = text[offsets[start][0]: offsets[end - 1][1]]
+            else:
+                piece = self.tokenizer.decode(ids[start:end])
+            if piece.strip():
+                chunks.append(piece)
+            if end == len(ids):
+                break
+        return chunks or [text]

@@ -1,0 +1,135 @@
+"""``llm2vec-rag index`` and ``llm2vec-rag search``: the Qdrant indexer from the shell.
+
+The API key of a Qdrant server comes from the QDRANT_API_KEY environment variable only
+(a flag would land in shell history and process lists); it is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _store_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("qdrant")
+    g.add_argument("--collection", default="docs", help="collection name (default: docs)")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--qdrant-path", default=None,
+                       help="embedded store folder (default: ./qdrant_data)")
+    where.add_argument("--qdrant-url", default=None,
+                       help="Qdrant server, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY)")
+    g.add_argument("--retries", type=int, default=5, help="server retries on connection errors")
+    return p
+
+
+def _indexer(args: argparse.Namespace, encoder, **options):
+    from llm2vec_rag.integrations.qdrant import QdrantIndexer
+
+    return QdrantIndexer(encoder, args.collection, path=args.qdrant_path, url=args.qdrant_url,
+                         retries=args.retries, **options)
+
+
+def _payload_indexes(specs: list[str]) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        key, _, schema = spec.partition(":")
+        out[key] = schema or "keyword"
+    return out
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Chunk, embed and upsert documents; re-runs skip unchanged documents and resume crashes."""
+    paths = [Path(p) for p in args.inputs]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    from llm2vec_rag.cli import load_encoder
+
+    hnsw = {k: v for k, v in (("m", args.hnsw_m), ("ef_construct", args.hnsw_ef_construct))
+            if v is not None}
+    try:
+        with _indexer(args, load_encoder(args), distance=args.distance, on_disk=args.on_disk,
+                      hnsw=hnsw or None, quantization=args.quantization,
+                      shard_number=args.shards, replication_factor=args.replicas,
+                      payload_indexes=_payload_indexes(args.payload_index),
+                      chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+                      batch_size=args.batch_size) as indexer:
+            report = indexer.index(paths, prune=args.prune, show_progress=not args.no_progress,
+                                   text_field=args.field, id_field=args.id_field,
+                                   one_per_line=args.one_per_line)
+    except ConnectionError as err:
+        print(f"llm2vec-rag index: error: {err}", file=sys.stderr)
+        return 1
+    print(report, file=sys.stderr)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Top-k chunks for a query, with score and metadata (--json: one JSON object per line)."""
+    flt = {}
+    for spec in args.filter:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--filter {spec!r}: expected KEY=VALUE (a metadata key)")
+        flt.setdefault(key, []).append(value)
+    from llm2vec_rag.cli import load_encoder
+
+    try:
+        with _indexer(args, load_encoder(args)) as indexer:
+            hits = indexer.search(args.query, k=args.k, filter=flt or None,
+                                  instruction=args.instruction)
+    except ConnectionError as err:
+        print(f"llm2vec-rag search: error: {err}", file=sys.stderr)
+        return 1
+    for rank, hit in enumerate(hits, 1):
+        if args.json:
+            print(json.dumps({"rank": rank, "score": hit.score, "id": hit.id, "text": hit.text,
+                              "metadata": hit.metadata}, ensure_ascii=False))
+        else:
+            snippet = " ".join(hit.text.split())[:160]
+            print(f"{rank:>2}. {hit.score:.4f}  {hit.metadata.get('doc_id', '')}"
+                  f"#{hit.metadata.get('chunk', 0)}\n    {snippet}")
+    return 0
+
+
+def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
+    store = _store_flags()
+    p = subparsers.add_parser("index", parents=[model_flags, store], help=cmd_index.__doc__,
+                              description=cmd_index.__doc__)
+    p.add_argument("inputs", nargs="+",
+                   help="folders (.txt/.md/.jsonl inside), text/Markdown files, or .jsonl files")
+    p.add_argument("--chunk-size", type=int, default=256, help="tokens per chunk (default 256)")
+    p.add_argument("--chunk-overlap", type=int, default=None,
+                   help="tokens shared by neighbouring chunks (default: size/8, at most 32)")
+    p.add_argument("--batch-size", type=int, default=64, help="chunks per embed/upload batch")
+    p.add_argument("--one-per-line", action="store_true",
+                   help="each non-empty line of a text file is a document")
+    p.add_argument("--field", default="text", help="JSONL field holding the text")
+    p.add_argument("--id-field", default="id", help="JSONL field holding the document id")
+    p.add_argument("--prune", action="store_true",
+                   help="delete documents that are no longer in the inputs")
+    p.add_argument("--distance", default="cosine", help="cosine | dot | euclid | manhattan")
+    p.add_argument("--on-disk", action="store_true", help="keep vectors on disk (server)")
+    p.add_argument("--quantization", choices=["scalar", "binary"], default=None)
+    p.add_argument("--hnsw-m", type=int, default=None)
+    p.add_argument("--hnsw-ef-construct", type=int, default=None)
+    p.add_argument("--shards", type=int, default=None, help="shard number (cluster)")
+    p.add_argument("--replicas", type=int, default=None, help="replication factor (cluster)")
+    p.add_argument("--payload-index", action="append", default=[], metavar="KEY[:TYPE]",
+                   help="index a metadata key on the server (repeatable; TYPE default keyword)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_index)
+
+    p = subparsers.add_parser("search", parents=[model_flags, store], help=cmd_search.__doc__,
+                              description=cmd_search.__doc__)
+    p.add_argument("query")
+    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata filter (repeatable; the same key twice means any of)")
+    p.add_argument("--instruction", default=None,
+                   help="query instruction (default: the model's configured one)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)

@@ -1,0 +1,85 @@
+"""LangChain ``Embeddings`` backed by an LLM2Vec encoder (PyTorch or ONNX Runtime).
+
+    from llm2vec_rag.integrations.langchain import LLM2VecEmbeddings
+    emb = LLM2VecEmbeddings(model_name="McGill-NLP/LLM2Vec-Sheared-LLaMA-mntp",
+                            adapters=["McGill-NLP/LLM2Vec-Sheared-LLaMA-mntp-supervised"],
+                            query_instruction="Given a web search query, retrieve relevant "
+                                              "passages that answer the query",
+                            model_kwargs={"device": "cuda"}, encode_kwargs={"batch_size": 64})
+
+Queries get the query instruction, documents none (as LLM2Vec models were trained); both
+default to the encoder's own config. Async methods run the encoder in the loop's default
+executor, so they never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Literal
+
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._encoder import check_encode_kwargs, check_encoder, encoder_lock, load_encoder
+
+
+class LLM2VecEmbeddings(BaseModel, Embeddings):
+    """LLM2Vec text embeddings for LangChain: by ``model_name`` or an already built ``encoder``."""
+
+    model_name: str | None = None
+    """Hub id, local folder, or .gguf path (or an ONNX export folder with backend="onnx")."""
+    adapters: list[str] = Field(default_factory=list)
+    """LoRA adapters applied in order (torch backend)."""
+    backend: Literal["torch", "onnx"] = "torch"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to ``from_pretrained``: pooling, max_length, device, dtype, gguf_file, ..."""
+    encode_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to ``encode``: batch_size, normalize, show_progress, max_batch_tokens."""
+    query_instruction: str | None = None
+    """None: the encoder's ``config.query_instruction``; "" forces no instruction."""
+    document_instruction: str | None = None
+    """None: the encoder's ``config.document_instruction`` (normally none)."""
+    encoder: Any = Field(default=None, exclude=True, repr=False)
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _build_encoder(self) -> LLM2VecEmbeddings:
+        self.encode_kwargs = check_encode_kwargs(self.encode_kwargs)
+        if self.encoder is None:
+            if not self.model_name:
+                raise ValueError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
+                                 "path) or encoder= (an LLM2Vec / OnnxLLM2Vec)")
+            self.encoder = load_encoder(self.model_name, self.adapters, self.backend,
+                                        **self.model_kwargs)
+        check_encoder(self.encoder)
+        return self
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Documents, batched through the encoder, without instruction by default."""
+        texts = list(texts)
+        if not texts:
+            return []
+        with encoder_lock(self.encoder):
+            vecs = self.encoder.encode_documents(texts, instruction=self.document_instruction,
+                                                 **self.encode_kwargs)
+        return vecs.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """One query, with the query instruction."""
+        if not isinstance(text, str):
+            raise TypeError(f"embed_query expects a string, got {type(text).__name__}")
+        with encoder_lock(self.encoder):
+            vecs = self.encoder.encode_queries([text], instruction=self.query_instruction,
+                                               **self.encode_kwargs)
+        return vecs[0].tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.embed_documents,
+                                                                  list(texts)))
+
+    async def aembed_query(self, text: str) -> list[float]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.embed_query, text))

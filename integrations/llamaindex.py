@@ -1,0 +1,93 @@
+"""LlamaIndex ``BaseEmbedding`` backed by an LLM2Vec encoder (PyTorch or ONNX Runtime).
+
+    from llama_index.core import Settings
+    from llm2vec_rag.integrations.llamaindex import LLM2VecEmbedding
+    Settings.embed_model = LLM2VecEmbedding(model_name="path/or/hub-id", embed_batch_size=32)
+
+Queries get ``query_instruction``, texts (documents) ``text_instruction``; both default to
+the encoder's config (LLM2Vec: an instruction for queries, none for documents). Batches
+follow ``embed_batch_size``; async methods run in an executor thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, BaseEmbedding
+from pydantic import Field, PrivateAttr
+
+from ._encoder import check_encode_kwargs, check_encoder, encoder_lock, load_encoder
+
+
+class LLM2VecEmbeddings(BaseEmbedding):
+    """LLM2Vec embeddings for LlamaIndex: by ``model_name`` or an already built ``encoder``."""
+
+    adapters: list[str] = Field(default_factory=list, description="LoRA adapters, in order")
+    backend: str = Field(default="torch", description="torch | onnx")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                         description="for from_pretrained: device, dtype ...")
+    encode_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                          description="for encode: normalize, max_batch_tokens")
+    query_instruction: str | None = Field(default=None, description="None: encoder config")
+    text_instruction: str | None = Field(default=None, description="None: encoder config")
+    _encoder: Any = PrivateAttr()
+
+    def __init__(self, model_name: str | None = None, *, encoder: Any = None,
+                 embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE, **kwargs: Any) -> None:
+        if encoder is None and not model_name:
+            raise ValueError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
+                             "path) or encoder= (an LLM2Vec / OnnxLLM2Vec)")
+        super().__init__(model_name=model_name or type(encoder).__name__,
+                         embed_batch_size=embed_batch_size, **kwargs)
+        self.encode_kwargs = check_encode_kwargs(self.encode_kwargs)
+        if "batch_size" in self.encode_kwargs:
+            raise ValueError("set embed_batch_size=, not encode_kwargs['batch_size']")
+        if encoder is None:
+            encoder = load_encoder(model_name, self.adapters, self.backend, **self.model_kwargs)
+        self._encoder = check_encoder(encoder)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LLM2VecEmbeddings"
+
+    @property
+    def encoder(self) -> Any:
+        return self._encoder
+
+    def _encode(self, method: str, texts: list[str], instruction: str | None) -> list[list[float]]:
+        kwargs = {"batch_size": self.embed_batch_size, "show_progress": False,
+                  **self.encode_kwargs}
+        with encoder_lock(self._encoder):
+            vecs = getattr(self._encoder, method)(list(texts), instruction=instruction, **kwargs)
+        return vecs.tolist()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encode("encode_queries", [query], self.query_instruction)[0]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._encode("encode_documents", [text], self.text_instruction)[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return self._encode("encode_documents", texts, self.text_instruction)
+
+    async def _run(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return await self._run(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return await self._run(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await self._run(self._get_text_embeddings, texts)
+
+
+LLM2VecEmbedding = LLM2VecEmbeddings
+
+__all__ = ["LLM2VecEmbeddings", "LLM2VecEmbedding"]
