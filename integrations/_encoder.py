@@ -1,20 +1,15 @@
-"""What the framework adapters share: loading an encoder by name, and one lock per encoder.
+"""What the framework adapters share: loading an encoder by name and checking options.
 
-The lock serialises calls into one encoder from executor threads (async methods, the
-indexer): Hugging Face fast tokenizers are not safe to call concurrently.
+Thread safety is the encoder's own (BaseEncoder serialises its calls), so async methods and
+the indexer's executor threads can share one encoder.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any
 
 ENCODE_KWARGS = ("batch_size", "normalize", "show_progress", "max_batch_tokens")
 BACKENDS = ("torch", "onnx")
-
-_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
 
 
 def load_encoder(model_name: str, adapters: list[str] | None = None, backend: str = "torch",
@@ -49,16 +44,3 @@ def check_encoder(encoder: Any) -> Any:
         raise TypeError(f"encoder must be an llm2vec_rag encoder (LLM2Vec or OnnxLLM2Vec); "
                         f"{type(encoder).__name__} lacks {missing}")
     return encoder
-
-
-def encoder_lock(encoder: Any) -> threading.Lock:
-    """The one lock for ``encoder``, shared by every adapter that wraps it."""
-    with _locks_guard:
-        try:
-            return _locks.setdefault(encoder, threading.Lock())
-        except TypeError:  # not weak-referenceable: fall back to an attribute
-            lock = getattr(encoder, "_llm2vec_rag_lock", None)
-            if lock is None:
-                lock = threading.Lock()
-                encoder._llm2vec_rag_lock = lock
-            return lock

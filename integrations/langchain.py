@@ -21,7 +21,7 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._encoder import check_encode_kwargs, check_encoder, encoder_lock, load_encoder
+from ._encoder import check_encode_kwargs, check_encoder, load_encoder
 
 
 class LLM2VecEmbeddings(BaseModel, Embeddings):
@@ -61,18 +61,16 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
         texts = list(texts)
         if not texts:
             return []
-        with encoder_lock(self.encoder):
-            vecs = self.encoder.encode_documents(texts, instruction=self.document_instruction,
-                                                 **self.encode_kwargs)
+        vecs = self.encoder.encode_documents(texts, instruction=self.document_instruction,
+                                             **self.encode_kwargs)
         return vecs.tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """One query, with the query instruction."""
         if not isinstance(text, str):
             raise TypeError(f"embed_query expects a string, got {type(text).__name__}")
-        with encoder_lock(self.encoder):
-            vecs = self.encoder.encode_queries([text], instruction=self.query_instruction,
-                                               **self.encode_kwargs)
+        vecs = self.encoder.encode_queries([text], instruction=self.query_instruction,
+                                           **self.encode_kwargs)
         return vecs[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -18,7 +18,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, BaseEmbedding
 from pydantic import Field, PrivateAttr
 
-from ._encoder import check_encode_kwargs, check_encoder, encoder_lock, load_encoder
+from ._encoder import check_encode_kwargs, check_encoder, load_encoder
 
 
 class LLM2VecEmbeddings(BaseEmbedding):
@@ -59,8 +59,7 @@ class LLM2VecEmbeddings(BaseEmbedding):
     def _encode(self, method: str, texts: list[str], instruction: str | None) -> list[list[float]]:
         kwargs = {"batch_size": self.embed_batch_size, "show_progress": False,
                   **self.encode_kwargs}
-        with encoder_lock(self._encoder):
-            vecs = getattr(self._encoder, method)(list(texts), instruction=instruction, **kwargs)
+        vecs = getattr(self._encoder, method)(list(texts), instruction=instruction, **kwargs)
         return vecs.tolist()
 
     def _get_query_embedding(self, query: str) -> list[float]:

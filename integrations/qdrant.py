@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import _qdrant_config as qc
-from ._encoder import check_encoder, encoder_lock
+from ._encoder import check_encoder
 from .chunking import TokenChunker
 from .sources import Skipped, SourceDoc, iter_documents
 
@@ -233,8 +233,7 @@ class QdrantIndexer:
     def _embed(self, texts: list[str]):
         if not texts:
             return []
-        with encoder_lock(self.encoder):
-            return self.encoder.encode_documents(texts, normalize=True, show_progress=False)
+        return self.encoder.encode_documents(texts, normalize=True, show_progress=False)
 
     def _points(self, todo, vectors) -> list:
         from qdrant_client import models
@@ -280,9 +279,8 @@ class QdrantIndexer:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self._ensure_collection(create=False)
-        with encoder_lock(self.encoder):
-            vec = self.encoder.encode_queries([query], instruction=instruction, normalize=True,
-                                              show_progress=False)[0]
+        vec = self.encoder.encode_queries([query], instruction=instruction, normalize=True,
+                                          show_progress=False)[0]
         res = self._call("search", self.client.query_points, self.collection,
                          query=vec.tolist(), limit=k, query_filter=qc.to_filter(filter),
                          with_payload=True)

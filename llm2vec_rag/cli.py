@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: files, network
         print(f"llm2vec-rag {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 
@@ -31,6 +32,9 @@ class BaseEncoder:
     dim: int
 
     def _init_preprocessor(self, padding_side: str = "left") -> None:
+        # One call at a time: fast tokenizers and some runtimes are not safe to call from
+        # several threads at once (async frameworks, the indexer's executor).
+        self._lock = threading.Lock()
         self.preprocessor = Preprocessor(
             self.tokenizer, self.config.max_length,
             append_eos=self.config.pooling == "eos", padding_side=padding_side,
@@ -59,12 +63,22 @@ class BaseEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        with self._lock:
+            self._encode_into(out, texts, instruction, batch_size, show_progress,
+                              max_batch_tokens)
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _encode_into(self, out: np.ndarray, texts: list[str], instruction: str,
+                     batch_size: int, show_progress: bool | None,
+                     max_batch_tokens: int | None) -> None:
         encoded = self.preprocessor.encode(texts, instruction)
         truncated = sum(e.truncated for e in encoded)
         if truncated:
             warnings.warn(
                 f"{truncated} of {len(texts)} texts exceed max_length="
-                f"{self.config.max_length} tokens and were truncated.", stacklevel=2)
+                f"{self.config.max_length} tokens and were truncated.", stacklevel=3)
         if show_progress is None:
             show_progress = len(texts) >= PROGRESS_MIN_TEXTS
         with tqdm(total=len(texts), disable=not show_progress, desc="encode",
@@ -72,9 +86,6 @@ class BaseEncoder:
             for batch in self.preprocessor.batches(encoded, batch_size, max_batch_tokens):
                 out[batch.index] = self._forward_batch(batch)
                 bar.update(len(batch.index))
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
 
     def encode_iter(self, texts: Iterable[str], chunk_size: int = 1024,
                     **encode_kwargs) -> Iterator[np.ndarray]:
