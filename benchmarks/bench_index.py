@@ -65,9 +65,8 @@ def smollm2() -> str | None:
 
 
 def throughput(model: str, limit: int, runs: int, chunk_size: int) -> dict:
-    from llm2vec_rag.integrations.qdrant import QdrantIndexer
-
     from llm2vec_rag import LLM2Vec
+    from llm2vec_rag.integrations.qdrant import QdrantIndexer
 
     encoder = LLM2Vec.from_pretrained(model, device="cpu")
     with open(DATA, encoding="utf-8") as f:

@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(args.data):
         p.error(f"{args.data} not found: run bash scripts/fetch_data.sh")
 
-    from llm2vec_rag.integrations.qdrant import QdrantIndexer
-
     from llm2vec_rag import LLM2Vec
+    from llm2vec_rag.integrations.qdrant import QdrantIndexer
 
     t0 = time.perf_counter()
     encoder = LLM2Vec.from_pretrained(

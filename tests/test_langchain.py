@@ -11,6 +11,7 @@ import pytest
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
+
 from llm2vec_rag.integrations.langchain import LLM2VecEmbeddings
 
 QI = "Given a web search query, retrieve relevant passages that answer the query"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
+
 from llm2vec_rag.integrations.llamaindex import LLM2VecEmbedding, LLM2VecEmbeddings
 from tiny import CORPUS
 

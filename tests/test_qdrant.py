@@ -9,10 +9,11 @@ import time
 import uuid
 
 import pytest
+from qdrant_client import QdrantClient, models
+
 from llm2vec_rag.integrations import _qdrant_config as qc
 from llm2vec_rag.integrations.chunking import TokenChunker
 from llm2vec_rag.integrations.qdrant import QdrantIndexer
-from qdrant_client import QdrantClient, models
 from tiny import CORPUS
 
 LONG = " ".join(CORPUS)  # ~170 tokens of the tiny tokenizer

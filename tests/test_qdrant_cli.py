@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tiny import CORPUS
-
 from llm2vec_rag.cli import main
+from tiny import CORPUS
 
 
 def test_index_then_search(tiny_model_dir, tmp_path, capsys):

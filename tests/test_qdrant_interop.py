@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llm2vec_rag.integrations.qdrant import QdrantIndexer
 from tiny import CORPUS
 
@@ -21,6 +22,7 @@ def indexed(tiny_encoder, tmp_path):
 
 def test_langchain_qdrant_reads_our_collection(indexed, tiny_encoder):
     from langchain_qdrant import QdrantVectorStore
+
     from llm2vec_rag.integrations.langchain import LLM2VecEmbeddings
 
     store = QdrantVectorStore(client=indexed.client, collection_name="kb",
@@ -47,6 +49,7 @@ def test_llamaindex_qdrant_reads_our_collection(indexed, tiny_encoder):
     from llama_index.core import VectorStoreIndex
     from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
     from llama_index.vector_stores.qdrant import QdrantVectorStore
+
     from llm2vec_rag.integrations.llamaindex import LLM2VecEmbedding
 
     store = QdrantVectorStore(client=indexed.client, collection_name="kb")
@@ -70,6 +73,7 @@ def test_llamaindex_qdrant_reads_our_collection(indexed, tiny_encoder):
 
 def test_we_read_a_collection_langchain_wrote(tiny_encoder):
     from langchain_qdrant import QdrantVectorStore
+
     from llm2vec_rag.integrations.langchain import LLM2VecEmbeddings
 
     store = QdrantVectorStore.from_texts(

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
-from llm2vec_rag.integrations import _qdrant_config as qc
 from qdrant_client import QdrantClient
+
+from llm2vec_rag.integrations import _qdrant_config as qc
 from tiny import CORPUS
 
 N_DOCS = 60
