@@ -34,6 +34,8 @@ def model_flags() -> argparse.ArgumentParser:
     g.add_argument("--max-length", type=int, default=None)
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
     g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: auto)")
+    g.add_argument("--causal", action="store_true",
+                   help="keep causal attention (the LLM2Vec ablation's baseline)")
     g.add_argument("--onnx", action="store_true",
                    help="--model is an exported ONNX folder: run it with ONNX Runtime")
     return p
@@ -50,6 +52,7 @@ def load_encoder(args: argparse.Namespace):
     return LLM2Vec.from_pretrained(
         args.model, adapters=args.adapter, gguf_file=args.gguf_file, pooling=args.pooling,
         max_length=args.max_length, device=args.device, dtype=args.dtype,
+        enable_bidirectional=not args.causal,
     )
 
 

@@ -129,11 +129,14 @@ def check_bidirectional(model: PreTrainedModel, name: str) -> None:
         )
 
 
-def apply_adapters(model: PreTrainedModel, adapters: list[str], **hub_kwargs) -> PreTrainedModel:
+def apply_adapters(model: PreTrainedModel, adapters: list[str], bases: list[str] | None = None,
+                   **hub_kwargs) -> PreTrainedModel:
     """Apply LoRA adapters in order, merging each into the weights before the next."""
     from peft import PeftModel
 
-    chain = [getattr(model, "name_or_path", "") or ""]  # what each adapter may be trained on
+    # What each adapter may have been trained on: the base (by any of its names) or the
+    # adapters merged before it.
+    chain = list(bases or [getattr(model, "name_or_path", "") or ""])
     for adapter in adapters:
         if os.path.sep in str(adapter) and not os.path.isdir(adapter):
             raise FileNotFoundError(f"Adapter folder {adapter!r} does not exist.")
@@ -165,4 +168,4 @@ def _warn_if_other_base(chain: list[str], adapter: str, recorded: str | None) ->
 
     if recorded and chain[0] and name(recorded) not in {name(c) for c in chain}:
         logger.warning("adapter %s was trained on %r but is applied to %r; make sure that is "
-                       "the same model", adapter, recorded, chain[-1])
+                       "the same model", adapter, recorded, chain[0])

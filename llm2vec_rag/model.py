@@ -109,18 +109,20 @@ class LLM2Vec(BaseEncoder):
         chain = [str(a) for a in (adapters or [])]
         base = source
         parent = None if gguf_file else adapter_base(source, **hub_kwargs)
+        tokenizer_from = (source, gguf_file)
         if parent is not None:  # McGill-NLP layout: the "model" is itself an adapter
             chain.insert(0, source)
-            base = parent
-        tok_source = source if parent and find_file(source, "tokenizer_config.json",
-                                                    **hub_kwargs) else base
-        tokenizer = load_tokenizer(tok_source, gguf_file=gguf_file,
+            base, gguf_file = resolve_source(parent, None)  # the parent may be a .gguf file
+            own_tokenizer = find_file(source, "tokenizer_config.json", **hub_kwargs)
+            tokenizer_from = (source, None) if own_tokenizer else (base, gguf_file)
+        tokenizer = load_tokenizer(tokenizer_from[0], gguf_file=tokenizer_from[1],
                                    trust_remote_code=trust_remote_code, **hub_kwargs)
         device = pick_device(device)
         model = load_model(base, gguf_file=gguf_file, enable_bidirectional=enable_bidirectional,
                            dtype=pick_dtype(dtype, device), attn_implementation=attn_implementation,
                            trust_remote_code=trust_remote_code, **hub_kwargs)
-        model = apply_adapters(model.to(device), chain, **hub_kwargs)
+        bases = [base] + ([os.path.join(base, gguf_file)] if gguf_file else [])
+        model = apply_adapters(model.to(device), chain, bases, **hub_kwargs)
         if enable_bidirectional:
             check_bidirectional(model, str(model_name_or_path))
 

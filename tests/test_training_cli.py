@@ -1,0 +1,72 @@
+"""``llm2vec-rag train`` and ``llm2vec-rag eval`` end to end, and the Lee metric itself."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from llm2vec_rag.cli import main
+from llm2vec_rag.training.evaluate import lee_spearman, rank, spearman
+from tiny import CORPUS
+
+
+def test_spearman_matches_scipy_with_ties():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, 200).astype(float), rng.normal(size=200)
+    np.testing.assert_allclose(rank(a), scipy_stats.rankdata(a))
+    assert spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
+def write_lee(folder, n=6):
+    """A Lee-format set: n documents, upper-triangle ratings."""
+    os.makedirs(folder, exist_ok=True)
+    docs = CORPUS[:n]
+    with open(os.path.join(folder, "lee.cor"), "w", encoding="latin-1") as f:
+        f.write("\n".join(docs))
+    ratings = np.triu(np.random.default_rng(1).uniform(size=(n, n)), 1) + np.eye(n)
+    np.savetxt(os.path.join(folder, "similarities0-1.txt"), ratings, delimiter="\t")
+    return docs, ratings
+
+
+def test_lee_spearman_uses_the_upper_triangle(tiny_encoder, tmp_path):
+    docs, ratings = write_lee(tmp_path)
+    v = tiny_encoder.encode(docs, normalize=True)
+    iu = np.triu_indices(len(docs), 1)
+    expected = spearman((v @ v.T)[iu], ratings[iu])
+    assert lee_spearman(tiny_encoder, str(tmp_path)) == pytest.approx(expected)
+    with pytest.raises(FileNotFoundError, match="fetch_data.sh"):
+        lee_spearman(tiny_encoder, str(tmp_path / "missing"))
+
+
+def test_cli_train_mntp_then_eval_with_the_adapter(tiny_model_dir, tmp_path, capsys):
+    base = tiny_model_dir("llama", "bytelevel")
+    (tmp_path / "c.txt").write_text("\n".join(CORPUS * 2), encoding="utf-8")
+    config = tmp_path / "mntp.yaml"
+    config.write_text(f"stage: mntp\nmodel: {base}\ndata: [{tmp_path / 'c.txt'}]\n"
+                      "max_length: 16\nbatch_size: 4\nreport_to: none\n")
+    out = tmp_path / "mntp"
+    rc = main(["train", "mntp", "--config", str(config), "max_steps=2", f"output_dir={out}",
+               "logging_steps=1"])
+    assert rc == 0 and (out / "adapter_model.safetensors").is_file()
+    write_lee(tmp_path / "lee")
+    capsys.readouterr()
+    rc = main(["eval", "--model", base, "--adapter", str(out), "--data-dir",
+               str(tmp_path / "lee"), "--device", "cpu"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["benchmark"] == "lee" and -1 <= result["spearman"] <= 1
+    rc = main(["eval", "--model", base, "--causal", "--data-dir", str(tmp_path / "lee"),
+               "--device", "cpu"])
+    causal = json.loads(capsys.readouterr().out)
+    assert rc == 0 and causal["bidirectional"] is False
+    assert causal["spearman"] != result["spearman"]
+
+
+def test_cli_rejects_unknown_keys_before_loading_anything(tmp_path, capsys):
+    rc = main(["train", "simcse", "--config", "simcse-cpu", "model=x", "data=[y.txt]",
+               "temprature=0.1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Unknown config key 'temprature'" in err and "'temperature'" in err

@@ -1,0 +1,75 @@
+"""The frozen base a stage trains on (bidirectional decoder, earlier adapters merged), its
+tokenizer, and the LoRA wrapper whose adapter is the stage's output."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, set_seed
+
+from llm2vec_rag.loading import apply_adapters, check_bidirectional, load_model, resolve_source
+from llm2vec_rag.model import pick_dtype
+from llm2vec_rag.preprocess import load_tokenizer
+
+from .config import TrainConfig
+
+
+def model_source(cfg: TrainConfig) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name or None) for ``cfg.model``, checked to exist."""
+    return resolve_source(cfg.model, cfg.gguf_file)
+
+
+def base_reference(cfg: TrainConfig) -> str:
+    """What the adapter records as its base: the .gguf path itself for GGUF bases."""
+    source, gguf_file = model_source(cfg)
+    return os.path.abspath(os.path.join(source, gguf_file)) if gguf_file else source
+
+
+def training_tokenizer(cfg: TrainConfig):
+    """The base's tokenizer with a pad token, or a clear error before any weights load."""
+    source, gguf_file = model_source(cfg)
+    tokenizer = load_tokenizer(source, gguf_file=gguf_file)
+    if cfg.pad_token is not None:
+        tokenizer.pad_token = cfg.pad_token
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"The tokenizer of {cfg.model!r} has neither a pad token nor an EOS "
+                         "token: set pad_token=<a token of its vocabulary> in the config")
+    return tokenizer
+
+
+def torch_dtype(cfg: TrainConfig) -> torch.dtype:
+    return pick_dtype(cfg.dtype, torch.device("cpu"))
+
+
+def load_base_encoder(cfg: TrainConfig) -> PreTrainedModel:
+    """The bare bidirectional decoder with ``cfg.adapters`` (e.g. the MNTP one) merged in order."""
+    source, gguf_file = model_source(cfg)
+    model = load_model(source, gguf_file=gguf_file, dtype=torch_dtype(cfg),
+                       attn_implementation=cfg.attn_implementation)
+    model = apply_adapters(model, list(cfg.adapters))
+    check_bidirectional(model, cfg.model)
+    return model
+
+
+def set_attention_dropout(model: PreTrainedModel, p: float) -> None:
+    """Attention modules copy the config's dropout at init, so set it on them too."""
+    model.config.attention_dropout = p
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = p
+
+
+def add_lora(model: PreTrainedModel, cfg: TrainConfig, dropout: float | None = None) -> PeftModel:
+    """LoRA on all attention and MLP projections (``all-linear`` on a bare decoder).
+
+    Seeded, so that a run (and a run resumed from its checkpoint) starts from the same init.
+    """
+    set_seed(cfg.seed)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, bias="none",
+                      lora_dropout=cfg.lora_dropout if dropout is None else dropout,
+                      target_modules=cfg.lora_target_modules)
+    peft_model = get_peft_model(model, lora)
+    peft_model.peft_config["default"].base_model_name_or_path = base_reference(cfg)
+    return peft_model

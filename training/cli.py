@@ -1,0 +1,73 @@
+"""``llm2vec-rag train {mntp,simcse,supervised}`` and ``llm2vec-rag eval``.
+
+Imports torch/transformers only when a command runs, so ``llm2vec-rag --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+STAGE_HELP = {
+    "mntp": "stage 1: masked next-token prediction (LoRA on the bidirectional decoder)",
+    "simcse": "stage 2: unsupervised SimCSE on the merged MNTP model",
+    "supervised": "stage 3: supervised contrastive learning on query/positive/negative JSONL",
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one stage from a config file or preset, with key=value overrides."""
+    import logging
+
+    from .config import load_config, parse_overrides
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.stage, args.config, parse_overrides(args.overrides))
+    if args.stage == "mntp":
+        from .mntp import train_mntp as train
+    elif args.stage == "simcse":
+        from .simcse import train_simcse as train
+    else:
+        from .supervised import train_supervised as train
+    out = train(cfg)
+    print(f"{args.stage} adapter written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Spearman correlation with human similarity ratings on the Lee documents (gensim)."""
+    from llm2vec_rag.cli import load_encoder
+
+    from .evaluate import lee_spearman
+
+    encoder = load_encoder(args)
+    rho = lee_spearman(encoder, args.data_dir, batch_size=args.batch_size)
+    print(json.dumps({"benchmark": "lee", "spearman": round(rho, 4), "model": args.model,
+                      "adapters": args.adapter, "pooling": encoder.config.pooling,
+                      "bidirectional": not args.causal}))
+    return 0
+
+
+def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
+    """Register ``train`` (one subcommand per stage) and ``eval`` on the main parser."""
+    from .config import PRESET_DIR  # no heavy imports: config.py needs only yaml
+
+    train = subparsers.add_parser("train", help="train an LLM2Vec stage (LoRA adapter)",
+                                  description=cmd_train.__doc__)
+    stages = train.add_subparsers(dest="stage", required=True)
+    for stage, help_text in STAGE_HELP.items():
+        p = stages.add_parser(stage, help=help_text, description=help_text)
+        p.add_argument("--config", default=None,
+                       help=f"YAML/JSON file, or a preset name ({stage}, {stage}-cpu) from "
+                            f"{PRESET_DIR}; without it, the paper defaults")
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="override config keys, e.g. model=smol.gguf max_steps=10")
+        p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("eval", parents=[model_flags], help="Lee similarity benchmark",
+                              description=cmd_eval.__doc__)
+    p.add_argument("--data-dir", default="data/gensim",
+                   help="folder with lee.cor and similarities0-1.txt")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,75 @@
+"""The two LLM2Vec losses, on tensors only (the stages compute the embeddings/hidden states).
+
+``contrastive_loss``
+    Args: ``queries`` [B, D], ``positives`` [B, D] (row i is query i's positive), optional
+    ``negatives`` [N, D] (hard negatives, shared by every query), ``scale`` (1/temperature).
+    Requirements: B >= 2 or negatives given, so that there is something to contrast against.
+    Computes cross-entropy over cosine similarities of each query against all positives and
+    negatives of the batch (in-batch negatives). Under ``torch.distributed`` every process
+    gathers every process's embeddings (with gradients) first, so the negatives are the global
+    batch; each process then computes the same global loss.
+
+``mntp_loss``
+    Args: ``hidden`` [B, T, D] from the bidirectional decoder, ``labels`` [B, T] with -100 except
+    at masked positions, ``lm_head`` (the frozen output layer). The token at position i is
+    predicted from position i-1's output, as in the paper; logits are computed only for masked
+    positions, so memory does not scale with B * T * vocab.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """All processes' rows concatenated in rank order, differentiable; ``x`` when not distributed.
+
+    Rows may differ in number between processes (the last batch); they are padded for the
+    collective and cut back after.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    world = dist.get_world_size()
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = F.pad(x, (0, 0, 0, max(sizes) - x.shape[0]))
+    parts = all_gather(padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+
+def contrastive_loss(queries: torch.Tensor, positives: torch.Tensor,
+                     negatives: torch.Tensor | None = None, scale: float = 20.0,
+                     gather_across_processes: bool = True) -> torch.Tensor:
+    """In-batch (plus hard) negatives InfoNCE with cosine similarity times ``scale``."""
+    if queries.shape != positives.shape:
+        raise ValueError(f"queries {tuple(queries.shape)} and positives "
+                         f"{tuple(positives.shape)} must have the same shape")
+    if negatives is None:
+        negatives = positives[:0]
+    if gather_across_processes:
+        queries, positives, negatives = gather(queries), gather(positives), gather(negatives)
+    docs = torch.cat([positives, negatives])  # [B + N, D]
+    scores = F.normalize(queries.float(), dim=-1) @ F.normalize(docs.float(), dim=-1).T
+    labels = torch.arange(queries.shape[0], device=queries.device)  # [B]
+    return F.cross_entropy(scores * scale, labels)
+
+
+def mntp_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module,
+              softcap: float | None = None) -> torch.Tensor:
+    """Cross-entropy of masked tokens, each predicted from the previous position's output."""
+    prev = hidden[:, :-1]  # [B, T-1, D]: position i-1 ...
+    target = labels[:, 1:]  # [B, T-1]: ... predicts token i
+    chosen = target != -100
+    if not bool(chosen.any()):
+        return hidden.sum() * 0.0  # nothing masked in this batch: a zero that keeps the graph
+    logits = lm_head(prev[chosen]).float()  # [N, V]
+    if softcap:  # Gemma-2 style final logit soft-capping
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits, target[chosen])
