@@ -8,7 +8,6 @@ Subclasses implement ``_forward_batch`` (a padded batch -> float32 [B, D]).
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -18,8 +17,6 @@ from tqdm.auto import tqdm
 
 from .config import EncoderConfig
 from .preprocess import Batch, Preprocessor, check_instruction, check_texts
-
-logger = logging.getLogger(__name__)
 
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
 
