@@ -1,0 +1,100 @@
+"""``llm2vec-rag export {fuse,onnx,tensorrt}``: one plain function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_OPT = {"batch": 16, "seq": 128}  # default tuning shapes when the max allows them
+
+
+def _load_kwargs(args: argparse.Namespace) -> dict:
+    kwargs = dict(gguf_file=args.gguf_file, pooling=args.pooling, max_length=args.max_length,
+                  enable_bidirectional=not getattr(args, "causal", False))  # refused later
+    if args.device:
+        kwargs["device"] = args.device
+    return kwargs
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    """Merge the --adapter chain into --model and save a plain bidirectional model folder."""
+    from .fuse import fuse_adapters
+
+    out = fuse_adapters(args.model, args.out, args.adapter, overwrite=args.overwrite,
+                        dtype=args.dtype or "float32", **_load_kwargs(args))
+    print(f"fused model -> {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_onnx(args: argparse.Namespace) -> int:
+    """Export --model (+ --adapter chain) to ONNX, validated against PyTorch before it is
+    moved into place. --dtype float16 gives the fp16 (GPU) graph, --quantize int8 the CPU one."""
+    from .onnx import export_onnx
+
+    out = export_onnx(args.model, args.out, args.adapter, dtype=args.dtype or "fp32",
+                      quantize=args.quantize, external_data=args.external_data or None,
+                      opset=args.opset, overwrite=args.overwrite, tolerance=args.tolerance,
+                      min_cosine=args.min_cosine,
+                      **_load_kwargs(args))
+    print(f"ONNX model -> {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_tensorrt(args: argparse.Namespace) -> int:
+    """Build and cache a TensorRT engine (ONNX Runtime TensorRT provider) for an ONNX folder."""
+    from .tensorrt import TensorRTProfile, build_tensorrt
+
+    def opt(axis: str) -> int:  # an unset opt follows a smaller max
+        value = getattr(args, f"opt_{axis}")
+        return value if value is not None else min(_OPT[axis], getattr(args, f"max_{axis}"))
+
+    profile = TensorRTProfile(args.min_batch, opt("batch"), args.max_batch,
+                              args.min_seq, opt("seq"), args.max_seq)
+    cache = build_tensorrt(args.model, profile, fp16=not args.no_fp16, device=args.device,
+                           workspace_gb=args.workspace_gb, overwrite=args.overwrite)
+    print(f"TensorRT engine cache -> {cache}", file=sys.stderr)
+    return 0
+
+
+def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
+    """Register ``export {fuse,onnx,tensorrt}`` on the main parser."""
+    export = subparsers.add_parser("export", help="fuse adapters, export to ONNX / TensorRT")
+    sub = export.add_subparsers(dest="export_command", required=True)
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", required=True, help="output folder (must not exist)")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    p = sub.add_parser("fuse", parents=[model_flags, out], help=cmd_fuse.__doc__,
+                       description=cmd_fuse.__doc__)
+    p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("onnx", parents=[model_flags, out], help="export to ONNX",
+                       description=cmd_onnx.__doc__)
+    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], default=None,
+                   help="int8 for CPU serving: block-wise (accurate) or dynamic (fastest, "
+                        "less accurate on short queries)")
+    p.add_argument("--min-cosine", type=float, default=None,
+                   help="mean cosine to PyTorch a fp16/int8 graph must keep (default: "
+                        "0.999 fp16, 0.98 int8)")
+    p.add_argument("--external-data", action="store_true",
+                   help="weights in model.onnx.data (automatic above 2 GB)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: exporter's)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max fp32 difference to PyTorch, relative to the output scale")
+    p.set_defaults(func=cmd_onnx)
+
+    p = sub.add_parser("tensorrt", help="build a TensorRT engine for an ONNX folder",
+                       description=cmd_tensorrt.__doc__)
+    p.add_argument("--model", required=True, help="folder written by `export onnx`")
+    for axis, (low, high) in (("batch", (1, 32)), ("seq", (1, 512))):
+        p.add_argument(f"--min-{axis}", type=int, default=low,
+                       help=f"optimization profile: smallest {axis} (default {low})")
+        p.add_argument(f"--opt-{axis}", type=int, default=None,
+                       help=f"{axis} the kernels are tuned for (default min({_OPT[axis]}, max))")
+        p.add_argument(f"--max-{axis}", type=int, default=high,
+                       help=f"optimization profile: largest {axis} (default {high})")
+    p.add_argument("--no-fp16", action="store_true", help="build an fp32 engine")
+    p.add_argument("--workspace-gb", type=float, default=None)
+    p.add_argument("--device", default=None, help="cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing engine")
+    p.set_defaults(func=cmd_tensorrt)

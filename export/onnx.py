@@ -1,0 +1,269 @@
+"""ONNX export of the encoder (decoder + pooling), validated before it is moved into place.
+
+The exported module is ``EncoderModule``, the very module the PyTorch encoder runs, so
+pooling exists once: inputs ``input_ids``, ``attention_mask``, ``embed_mask`` ([batch,
+sequence] int64), output ``sentence_embedding`` ([batch, dim] float32). The model is loaded
+with ``config.is_causal = False``, so transformers builds a padding-only mask and the traced
+graph holds no causal branch; the validation proves it on the graph itself.
+
+Folder: ``model.onnx`` (+ ``model.onnx.data`` above 2 GB), tokenizer files,
+``llm2vec_config.json`` and ``onnx_export.json`` (variant, pooling, dim, validation numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .fuse import load_for_export
+from .providers import available, open_session, provider_list
+from .staging import check_output, staged_output
+from .tensorrt import TENSORRT_INFO
+from .tokenizer import check_same_ids
+from .validate import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    TOKENIZER_TEXTS,
+    ExportValidationError,
+    agreement,
+    causal_mask_ops,
+    check_agreement,
+    feeds,
+    probe_bidirectional,
+    validation_batches,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+EXPORT_INFO = "onnx_export.json"
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's hard limit is 2 GiB; keep a margin
+MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98, "int8-dynamic": 0.98}
+QUANTIZATIONS = ("int8", "int8-dynamic")
+_VARIANTS = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16"}
+
+
+def export_onnx(
+    model,
+    out: str | os.PathLike,
+    adapters: Sequence[str | os.PathLike] | None = None,
+    *,
+    dtype: str = "fp32",
+    quantize: str | None = None,
+    external_data: bool | None = None,
+    opset: int | None = None,
+    overwrite: bool = False,
+    tolerance: float = 1e-4,
+    min_cosine: float | None = None,
+    **load_kwargs,
+) -> Path:
+    """Export ``model`` (path, hub id or ``LLM2Vec``; + ``adapters``) to an ONNX folder.
+
+    ``dtype``: fp32, or fp16 (for GPUs; validated on CUDA when present, else on CPU).
+    ``quantize``: int8 weights from the validated fp32 graph, for CPUs (see ``quantize_int8``):
+    "int8" (block-wise, accurate also on short queries) or "int8-dynamic" (fastest).
+    ``external_data``: None = automatic above ~2 GB. The export fails (leaving nothing at
+    ``out``) if ONNX Runtime disagrees with PyTorch beyond ``tolerance`` (fp32, relative to
+    the output scale) or ``min_cosine`` (every row for fp32, the mean for fp16/int8), or if
+    the graph is not bidirectional.
+    """
+    out = check_output(out, overwrite)
+    variant = _VARIANTS.get(str(dtype).lower())
+    if variant is None:
+        raise ValueError(f"dtype must be fp32 or fp16 for ONNX export, got {dtype!r}")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ValueError(f"quantize must be None, 'int8' or 'int8-dynamic', got {quantize!r}")
+    if quantize and variant != "fp32":
+        raise ValueError("int8 quantization starts from the fp32 graph: use dtype='fp32'")
+    final = quantize or variant
+    min_cosine = MIN_COSINE[final] if min_cosine is None else min_cosine
+
+    encoder = load_for_export(model, adapters, **load_kwargs)
+    module = encoder.module.eval()
+    weights_dtype = str(next(module.parameters()).dtype).replace("torch.", "")
+    if variant == "fp32" and weights_dtype != "float32":
+        raise ValueError(f"The model is loaded in {weights_dtype}; the fp32 export needs "
+                         "float32 weights: load it with dtype='float32'.")
+    batches = validation_batches(encoder.preprocessor)
+    reference = [encoder._forward_batch(b) for b in batches]  # [B, D] float32 each
+    if variant == "fp16":  # keep the caller's model untouched
+        module = (copy.deepcopy(module) if not isinstance(model, (str, os.PathLike))
+                  else module).half()
+
+    with staged_output(out, overwrite) as tmp:
+        stage = tmp / "_graph"
+        stage.mkdir()
+        _torch_export(module, stage / MODEL_FILE, batches[0], external_data, opset)
+        info = {"variant": variant, "pooling": encoder.config.pooling, "dim": encoder.dim,
+                "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
+                "vocab_size": int(encoder.model.get_input_embeddings().num_embeddings)}
+        info["validation"] = {variant: _validate(stage / MODEL_FILE, variant, batches,
+                                                 reference, encoder, tolerance,
+                                                 MIN_COSINE[variant] if quantize else min_cosine)}
+        if quantize:
+            quantize_int8(stage / MODEL_FILE, tmp / MODEL_FILE, dynamic=quantize != "int8")
+            shutil.rmtree(stage)
+            info["validation"][quantize] = _validate(tmp / MODEL_FILE, quantize, batches,
+                                                     reference, encoder, tolerance, min_cosine)
+            info["variant"] = quantize
+        else:
+            for f in stage.iterdir():  # external data is referenced by file name: keep names
+                os.replace(f, tmp / f.name)
+            stage.rmdir()
+        encoder.tokenizer.save_pretrained(tmp)
+        encoder.config.save(tmp)
+        check_same_ids(tmp, encoder.tokenizer, TOKENIZER_TEXTS)
+        info["files"] = sorted(f.name for f in tmp.iterdir())
+        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    logger.info("exported %s ONNX to %s: %s", final, out, info["validation"])
+    return out
+
+
+def _torch_export(module, path: Path, example, external_data: bool | None,
+                  opset: int | None) -> None:
+    """torch.onnx.export (dynamo) with dynamic batch and sequence axes."""
+    import torch
+
+    param = next(module.parameters())
+    args = tuple(torch.from_numpy(a).to(param.device) for a in
+                 (example.input_ids, example.attention_mask, example.embed_mask))
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    dynamic = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
+    if external_data is None:
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        external_data = size > EXTERNAL_DATA_BYTES
+    chatty = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = chatty.level
+    chatty.setLevel(logging.ERROR)  # "torchvision is not installed" is irrelevant here
+    with warnings.catch_warnings(), contextlib.redirect_stdout(_Discard()):
+        warnings.simplefilter("ignore")  # exporter chatter (axis names, deprecations)
+        program = torch.onnx.export(
+            module, args, dynamo=True, input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME], dynamic_shapes=dynamic, opset_version=opset,
+            optimize=True, verbose=False, report=False)
+        program.save(str(path), external_data=external_data)
+    chatty.setLevel(level)
+
+
+class _Discard:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _validate(path: Path, variant: str, batches, reference, encoder, tolerance: float,
+              min_cosine: float) -> dict:
+    """Agreement with PyTorch, the bidirectionality probe and the causal-op scan."""
+    import onnx
+
+    found = causal_mask_ops(onnx.load(str(path), load_external_data=False))
+    if found:
+        raise ExportValidationError(
+            f"The exported graph builds a causal attention mask ({'; '.join(found[:3])}). "
+            "The model was not loaded bidirectionally; LLM2Vec exports must be non-causal.")
+    provider = "cuda" if variant == "fp16" and available("cuda") else "cpu"
+    session = open_session(path, provider_list(provider))
+
+    def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run([OUTPUT_NAME], inputs)[0]
+
+    stats = agreement([run(feeds(b)) for b in batches], reference)
+    stats["provider"] = provider
+    check_agreement(stats, variant, tolerance=tolerance, min_cosine=min_cosine)
+    vocab = int(encoder.model.get_input_embeddings().num_embeddings)
+    if not probe_bidirectional(run, vocab, encoder.config.pooling):
+        raise ExportValidationError(
+            "In ONNX Runtime a later token does not change an earlier token's output: the "
+            "graph is causal. Export a model loaded with enable_bidirectional=True.")
+    return stats
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, dynamic: bool = False) -> None:
+    """Int8 weights for every linear layer; attention products and embeddings stay fp32.
+
+    Default: MatMulNBits (8-bit weights in blocks of 32, activations quantized block-wise
+    at run time, accuracy_level 4). ``dynamic=True``: MatMulInteger with per-tensor
+    activation scales, about twice as fast on CPU, but an LLM's outlier activations (the
+    first token, the gated MLP's output) then cost precision: long texts keep cosine ~0.999,
+    short instructed queries can drop far lower (SmolLM2: 0.62). The MLP down projections
+    (input wider than the model) keep block-wise activations even then.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    src, dst = Path(src), Path(dst)
+    graph = onnx.load(str(src), load_external_data=False).graph
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    hidden = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    linear = [n for n in graph.node if n.op_type == "MatMul" and len(weights.get(
+        n.input[1], [])) == 2]
+    if not linear:
+        raise ValueError(f"{str(src)!r} has no linear layers to quantize")
+    wide = [n.name for n in linear if hidden and weights[n.input[1]][0] > hidden]
+    narrow = [n.name for n in linear if n.name not in wide]
+    middle = dst.with_name(dst.stem + ".dynamic.onnx")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantizer advice ("run pre-processing") is noise here
+    try:
+        if dynamic:
+            quantize_dynamic(src, middle, op_types_to_quantize=["MatMul"],
+                             nodes_to_quantize=narrow, per_channel=True,
+                             weight_type=QuantType.QInt8, use_external_data_format=external)
+        blockwise = wide if dynamic else [n.name for n in linear]
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(middle if dynamic else src)), bits=8,
+                                         block_size=32, is_symmetric=True, accuracy_level=4,
+                                         nodes_to_include=blockwise or ["<none>"])
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), use_external_data_format=external)
+    finally:
+        root.setLevel(level)
+        for leftover in (middle, middle.with_name(middle.name + ".data")):
+            leftover.unlink(missing_ok=True)
+
+
+def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = "int8", *,
+                  overwrite: bool = False, min_cosine: float | None = None) -> Path:
+    """An int8 folder from an exported fp32 folder, checked against the fp32 graph (no torch).
+
+    ``method``: "int8" or "int8-dynamic" (see ``quantize_int8``)."""
+    if method not in QUANTIZATIONS:
+        raise ValueError(f"method must be 'int8' or 'int8-dynamic', got {method!r}")
+    min_cosine = MIN_COSINE[method] if min_cosine is None else min_cosine
+    from .runtime import OnnxLLM2Vec
+
+    out = check_output(out, overwrite)
+    fp32 = OnnxLLM2Vec.from_pretrained(src, provider="cpu")
+    if fp32.info.get("variant") != "fp32":
+        raise ValueError(f"{str(src)!r} holds a {fp32.info.get('variant')} graph; int8 "
+                         "quantization needs the fp32 export.")
+    batches = validation_batches(fp32.preprocessor)
+    reference = [fp32._forward_batch(b) for b in batches]
+    with staged_output(out, overwrite) as tmp:
+        quantize_int8(fp32.model_path, tmp / MODEL_FILE, dynamic=method != "int8")
+        for f in Path(src).iterdir():  # tokenizer and llm2vec config; not fp32 engines
+            if f.is_file() and not f.name.startswith(MODEL_FILE) and f.name != TENSORRT_INFO:
+                shutil.copy2(f, tmp / f.name)
+        session = open_session(tmp / MODEL_FILE, provider_list("cpu"))
+        got = [session.run([OUTPUT_NAME], feeds(b))[0] for b in batches]
+        stats = agreement(got, reference)
+        check_agreement(stats, method, tolerance=0.0, min_cosine=min_cosine)
+        info = {**fp32.info, "variant": method}
+        info["validation"] = {**fp32.info.get("validation", {}),
+                              f"{method}_vs_fp32_onnx": stats}
+        info["files"] = sorted(f.name for f in tmp.iterdir())
+        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return out
