@@ -24,7 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "reference"))
-from corpus import ROOT, mixed_corpus, smollm2_gguf  # noqa: E402
+from common import ROOT, matmul_peak_gflops, mixed_corpus, smollm2_gguf  # noqa: E402
 
 
 # ---------------------------------------------------------------- workers (one per process)
@@ -58,18 +58,6 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int) -> None:
 
 
 # ---------------------------------------------------------------- driver
-def matmul_peak_gflops(size: int = 2048, reps: int = 10) -> float:
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
-
-
 class Worker:
     def __init__(self, python: str, kind: str, folder: str, corpus: str, batch_size: int):
         self.proc = subprocess.Popen(

