@@ -56,3 +56,22 @@ def smollm2(smollm2_gguf):
     from llm2vec_rag import LLM2Vec
 
     return LLM2Vec.from_pretrained(smollm2_gguf)
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_model_dir):
+    """The tiny Llama encoder the export tests compare ONNX Runtime against."""
+    from test_export_common import QUERY_INSTRUCTION
+
+    from llm2vec_rag import LLM2Vec
+
+    return LLM2Vec.from_pretrained(tiny_model_dir("llama"), query_instruction=QUERY_INSTRUCTION)
+
+
+@pytest.fixture(scope="module")
+def llama_onnx(tmp_path_factory, tiny_model_dir):
+    """Its fp32 ONNX export (done once per session)."""
+    from test_export_common import QUERY_INSTRUCTION, exported
+
+    return exported(tmp_path_factory, tiny_model_dir("llama"), "llama-mean",
+                    query_instruction=QUERY_INSTRUCTION)

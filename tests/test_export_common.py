@@ -33,24 +33,6 @@ def exported(tmp_path_factory, source: str, name: str, **kwargs) -> str:
     return _CACHE[name]
 
 
-def make_lora(base_dir: str, out_dir: str, seed: int) -> str:
-    """A LoRA adapter for the tiny bare model, with random non-zero B so it changes outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    model = AutoModel.from_pretrained(base_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.2)
-    peft_model.save_pretrained(out_dir)
-    return out_dir
-
-
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 

@@ -8,19 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_common import QUERY_INSTRUCTION, TEXTS, cosine, exported, leftovers, make_lora
+from test_export_common import QUERY_INSTRUCTION, TEXTS, cosine, exported, leftovers
 
 from llm2vec_rag import LLM2Vec, is_bidirectional
 from llm2vec_rag.cli import main
 from llm2vec_rag.export import OutputExistsError, fuse_adapters
+from tiny import make_lora_adapter
 
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tmp_path_factory):
     base = tiny_model_dir("llama")
     root = tmp_path_factory.mktemp("lora")
-    return [make_lora(base, str(root / "first"), seed=1),
-            make_lora(base, str(root / "second"), seed=2)]
+    return [make_lora_adapter(base, str(root / "first"), seed=1, std=0.2),
+            make_lora_adapter(base, str(root / "second"), seed=2, std=0.2)]
 
 
 @pytest.fixture(scope="module")

@@ -22,17 +22,6 @@ from llm2vec_rag.export.validate import (
 )
 
 
-@pytest.fixture(scope="module")
-def llama(tiny_model_dir):
-    return LLM2Vec.from_pretrained(tiny_model_dir("llama"), query_instruction=QUERY_INSTRUCTION)
-
-
-@pytest.fixture(scope="module")
-def llama_onnx(tmp_path_factory, tiny_model_dir):
-    return exported(tmp_path_factory, tiny_model_dir("llama"), "llama-mean",
-                    query_instruction=QUERY_INSTRUCTION)
-
-
 def _session_runner(path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda feeds: session.run([OUTPUT_NAME], feeds)[0]

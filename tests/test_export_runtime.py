@@ -11,26 +11,14 @@ import textwrap
 import numpy as np
 import onnxruntime as ort
 import pytest
-from test_export_common import QUERY_INSTRUCTION, TEXTS, exported
+from test_export_common import QUERY_INSTRUCTION, TEXTS
 
-from llm2vec_rag import LLM2Vec
 from llm2vec_rag.export import FastTokenizer, OnnxLLM2Vec, TensorRTProfile
 from llm2vec_rag.export.providers import open_session, provider_list
 from llm2vec_rag.preprocess import load_tokenizer
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 HAS_TRT = "TensorrtExecutionProvider" in ort.get_available_providers()
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_model_dir):
-    return LLM2Vec.from_pretrained(tiny_model_dir("llama"), query_instruction=QUERY_INSTRUCTION)
-
-
-@pytest.fixture(scope="module")
-def llama_onnx(tmp_path_factory, tiny_model_dir):
-    return exported(tmp_path_factory, tiny_model_dir("llama"), "llama-mean",
-                    query_instruction=QUERY_INSTRUCTION)
 
 
 @pytest.fixture(scope="module")

@@ -9,26 +9,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModel
 
 from llm2vec_rag import EncoderConfig, LLM2Vec
+from tiny import make_lora_adapter
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Qdrant stores vectors.", "hi"]
-TARGETS = ["q_proj", "v_proj", "down_proj"]
-
-
-def make_adapter(base_dir: str, out_dir: str, seed: int, r: int = 4) -> str:
-    """A LoRA adapter with random non-zero B, so it really changes the outputs."""
-    model = AutoModel.from_pretrained(base_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGETS))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    peft_model.save_pretrained(out_dir)
-    return out_dir
 
 
 def lora_delta(adapter_dir: str) -> dict[str, torch.Tensor]:
@@ -51,7 +36,8 @@ def lora_delta(adapter_dir: str) -> dict[str, torch.Tensor]:
 def adapters(tiny_model_dir, tmp_path_factory):
     base = tiny_model_dir("llama")
     root = tmp_path_factory.mktemp("adapters")
-    return base, make_adapter(base, str(root / "a"), 1), make_adapter(base, str(root / "b"), 2)
+    return (base, make_lora_adapter(base, str(root / "a"), 1),
+            make_lora_adapter(base, str(root / "b"), 2))
 
 
 def test_adapters_are_merged_in_order(adapters):

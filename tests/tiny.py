@@ -87,3 +87,20 @@ def make_tiny_model(folder: str, arch: str = "llama", kind: str = "whitespace", 
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_lora_adapter(base_dir: str, out_dir: str, seed: int, std: float = 0.05,
+                      targets: tuple[str, ...] = ("q_proj", "v_proj", "down_proj")) -> str:
+    """A LoRA adapter for a tiny model, with random non-zero B so it really changes outputs."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = transformers.AutoModel.from_pretrained(base_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
+                                                  target_modules=list(targets)))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, std)
+    peft_model.save_pretrained(out_dir)
+    return out_dir
