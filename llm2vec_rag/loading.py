@@ -44,6 +44,11 @@ def resolve_source(name_or_path: str, gguf_file: str | None) -> tuple[str, str |
     return name_or_path, gguf_file
 
 
+def base_names(source: str, gguf_file: str | None) -> list[str]:
+    """The names an adapter may record for this base: the folder/hub id, or the .gguf path."""
+    return [source] + ([os.path.join(source, gguf_file)] if gguf_file else [])
+
+
 def find_file(name_or_path: str, filename: str, **hub_kwargs) -> str | None:
     """Local path of ``filename`` in a folder or hub repo, or None when the repo lacks it."""
     if os.path.isdir(name_or_path):

@@ -15,6 +15,7 @@ from .encoder import BaseEncoder
 from .loading import (
     adapter_base,
     apply_adapters,
+    base_names,
     check_bidirectional,
     find_file,
     load_model,
@@ -121,8 +122,8 @@ class LLM2Vec(BaseEncoder):
         model = load_model(base, gguf_file=gguf_file, enable_bidirectional=enable_bidirectional,
                            dtype=pick_dtype(dtype, device), attn_implementation=attn_implementation,
                            trust_remote_code=trust_remote_code, **hub_kwargs)
-        bases = [base] + ([os.path.join(base, gguf_file)] if gguf_file else [])
-        model = apply_adapters(model.to(device), chain, bases, **hub_kwargs)
+        model = apply_adapters(model.to(device), chain, base_names(base, gguf_file),
+                               **hub_kwargs)
         if enable_bidirectional:
             check_bidirectional(model, str(model_name_or_path))
 

@@ -9,7 +9,13 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, set_seed
 
-from llm2vec_rag.loading import apply_adapters, check_bidirectional, load_model, resolve_source
+from llm2vec_rag.loading import (
+    apply_adapters,
+    base_names,
+    check_bidirectional,
+    load_model,
+    resolve_source,
+)
 from llm2vec_rag.model import pick_dtype
 from llm2vec_rag.preprocess import load_tokenizer
 
@@ -48,7 +54,7 @@ def load_base_encoder(cfg: TrainConfig) -> PreTrainedModel:
     source, gguf_file = model_source(cfg)
     model = load_model(source, gguf_file=gguf_file, dtype=torch_dtype(cfg),
                        attn_implementation=cfg.attn_implementation)
-    model = apply_adapters(model, list(cfg.adapters))
+    model = apply_adapters(model, list(cfg.adapters), base_names(source, gguf_file))
     check_bidirectional(model, cfg.model)
     return model
 
