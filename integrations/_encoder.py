@@ -1,4 +1,6 @@
-"""What the framework adapters share: loading an encoder by name and checking options.
+"""What the framework adapters share: checking an encoder and encode options.
+
+Loading by name is ``llm2vec_rag.encoder.load_encoder``, shared with the CLI.
 
 Thread safety is the encoder's own (BaseEncoder serialises its calls), so async methods and
 the indexer's executor threads can share one encoder.
@@ -9,24 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 ENCODE_KWARGS = ("batch_size", "normalize", "show_progress", "max_batch_tokens")
-BACKENDS = ("torch", "onnx")
-
-
-def load_encoder(model_name: str, adapters: list[str] | None = None, backend: str = "torch",
-                 **model_kwargs: Any):
-    """``LLM2Vec.from_pretrained`` (torch) or ``OnnxLLM2Vec.from_pretrained`` (onnx)."""
-    if backend == "onnx":
-        if adapters:
-            raise ValueError("adapters cannot be applied to an ONNX export: fuse them before "
-                             "exporting (llm2vec-rag export fuse), then pass the export folder")
-        from llm2vec_rag.export import OnnxLLM2Vec
-
-        return OnnxLLM2Vec.from_pretrained(model_name, **model_kwargs)
-    if backend != "torch":
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    from llm2vec_rag import LLM2Vec
-
-    return LLM2Vec.from_pretrained(model_name, adapters=list(adapters or []), **model_kwargs)
 
 
 def check_encode_kwargs(encode_kwargs: dict[str, Any]) -> dict[str, Any]:

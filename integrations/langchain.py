@@ -21,7 +21,9 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._encoder import check_encode_kwargs, check_encoder, load_encoder
+from llm2vec_rag.encoder import load_encoder
+
+from ._encoder import check_encode_kwargs, check_encoder
 
 
 class LLM2VecEmbeddings(BaseModel, Embeddings):

@@ -43,17 +43,13 @@ def model_flags() -> argparse.ArgumentParser:
 
 def load_encoder(args: argparse.Namespace):
     """The encoder the shared model flags describe (PyTorch, or ONNX Runtime with --onnx)."""
+    from .encoder import load_encoder as load_by_name
+
     if getattr(args, "onnx", False):
-        from llm2vec_rag.export import OnnxLLM2Vec
-
-        return OnnxLLM2Vec.from_pretrained(args.model, device=args.device)
-    from llm2vec_rag import LLM2Vec
-
-    return LLM2Vec.from_pretrained(
-        args.model, adapters=args.adapter, gguf_file=args.gguf_file, pooling=args.pooling,
-        max_length=args.max_length, device=args.device, dtype=args.dtype,
-        enable_bidirectional=not args.causal,
-    )
+        return load_by_name(args.model, args.adapter, "onnx", device=args.device)
+    return load_by_name(args.model, args.adapter, "torch", gguf_file=args.gguf_file,
+                        pooling=args.pooling, max_length=args.max_length, device=args.device,
+                        dtype=args.dtype, enable_bidirectional=not args.causal)
 
 
 def read_texts(path: str, field: str = "text") -> Iterator[str]:

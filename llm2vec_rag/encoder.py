@@ -11,6 +11,7 @@ import itertools
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,6 +20,26 @@ from .config import EncoderConfig
 from .preprocess import Batch, Preprocessor, check_instruction, check_texts
 
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
+BACKENDS = ("torch", "onnx")
+
+
+def load_encoder(model: str, adapters: list[str] | None = None, backend: str = "torch",
+                 **kwargs: Any) -> BaseEncoder:
+    """``LLM2Vec.from_pretrained`` (torch) or ``OnnxLLM2Vec.from_pretrained`` (onnx): the one
+    by-name loader behind the CLI and the framework integrations."""
+    if backend == "onnx":
+        if adapters:
+            raise ValueError("adapters cannot be applied to an ONNX export: fuse them before "
+                             "exporting (llm2vec-rag export onnx --adapter ...), then pass the "
+                             "export folder")
+        from llm2vec_rag.export import OnnxLLM2Vec
+
+        return OnnxLLM2Vec.from_pretrained(model, **kwargs)
+    if backend != "torch":
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    from llm2vec_rag import LLM2Vec
+
+    return LLM2Vec.from_pretrained(model, adapters=list(adapters or []), **kwargs)
 
 
 class BaseEncoder:

@@ -54,3 +54,12 @@ def test_clear_errors(tiny_model_dir, tmp_path, capsys):
     good.write_text("x\n")
     assert main(["encode", str(good), "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_onnx_with_adapters_is_refused(tmp_path, capsys):
+    """An ONNX export has its adapters fused already: --adapter with --onnx is a mistake."""
+    good = tmp_path / "texts.txt"
+    good.write_text("x\n")
+    assert main(["encode", str(good), "--onnx", "--model", str(tmp_path),
+                 "--adapter", str(tmp_path / "lora")]) == 2
+    assert "adapters cannot be applied to an ONNX export" in capsys.readouterr().err
