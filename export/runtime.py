@@ -37,6 +37,7 @@ class OnnxLLM2Vec(BaseEncoder):
         self.config = config
         self.info = info or {}
         self.model_path = model_path
+        self.source = str(model_path or "")
         self.provider = session.get_providers()[0]
         self.io_binding = io_binding
         self.device_id = device_id

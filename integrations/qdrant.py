@@ -155,7 +155,8 @@ class QdrantIndexer:
 
     def _doc_hash(self, doc: SourceDoc) -> str:
         key = [doc.text, doc.metadata, self.chunker.size, self.chunker.overlap,
-               self.encoder.config.document_instruction]
+               self.encoder.config.document_instruction, self.encoder.config.pooling,
+               getattr(self.encoder, "source", "")]  # another model: re-embed, never mix
         return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     # -- indexing ---------------------------------------------------------------------------

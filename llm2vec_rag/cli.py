@@ -24,8 +24,9 @@ def model_flags() -> argparse.ArgumentParser:
     """Flags shared by every command that loads a model."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True,
-                   help="hub id, local folder, or path to a .gguf file")
+    g.add_argument("--model", default=None,
+                   help="hub id, local folder, or path to a .gguf file (default: the bundled "
+                        "default model, SmolLM2-135M + its MNTP/SimCSE adapters)")
     g.add_argument("--adapter", action="append", default=[],
                    help="LoRA adapter folder or hub id; repeat to apply several in order")
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
@@ -39,6 +40,17 @@ def model_flags() -> argparse.ArgumentParser:
     g.add_argument("--onnx", action="store_true",
                    help="--model is an exported ONNX folder: run it with ONNX Runtime")
     return p
+
+
+def use_default_model(args: argparse.Namespace) -> None:
+    """No --model: the bundled default domain model (its base GGUF, its adapters first)."""
+    if getattr(args, "model", "") is not None or not hasattr(args, "adapter"):
+        return
+    if getattr(args, "onnx", False):
+        raise ValueError("--onnx needs --model: the folder written by `llm2vec-rag export onnx`")
+    from .default_model import DEFAULT_ADAPTERS, smollm2_gguf
+
+    args.model, args.adapter = smollm2_gguf(), DEFAULT_ADAPTERS + args.adapter
 
 
 def load_encoder(args: argparse.Namespace):
@@ -122,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        use_default_model(args)
         return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: files, network
         print(f"llm2vec-rag {args.command}: error: {err}", file=sys.stderr)

@@ -48,6 +48,9 @@ class BaseEncoder:
     tokenizer: object
     config: EncoderConfig
     dim: int
+    # What the vectors come from (model, adapters, attention), so that a store can tell two
+    # encoders of the same dimension apart and re-embed instead of mixing their vectors.
+    source: str = ""
 
     def _init_preprocessor(self, padding_side: str = "left") -> None:
         # One call at a time: fast tokenizers and some runtimes are not safe to call from

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 
@@ -74,6 +75,7 @@ class LLM2Vec(BaseEncoder):
         self.config = config or EncoderConfig()
         self.dim = int(model.config.hidden_size)
         self.module = EncoderModule(self.model, self.config.pooling)
+        self.source = str(getattr(model, "name_or_path", "") or "")
         self._init_preprocessor(padding_side)
 
     @property
@@ -137,7 +139,11 @@ class LLM2Vec(BaseEncoder):
         settings.update({k: v for k, v in given.items() if v is not None})
         if "pooling" in settings:
             settings["pooling"] = check_pooling(settings["pooling"])
-        return cls(model, tokenizer, EncoderConfig(**settings), padding_side=padding_side)
+        encoder = cls(model, tokenizer, EncoderConfig(**settings), padding_side=padding_side)
+        encoder.source = json.dumps({"model": os.path.join(source, gguf_file or ""),
+                                     "adapters": [str(a) for a in adapters or []],
+                                     "bidirectional": enable_bidirectional})
+        return encoder
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Merged weights (safetensors), tokenizer and llm2vec_config.json: reloadable offline."""

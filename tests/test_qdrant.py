@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
@@ -80,6 +81,24 @@ def test_ids_are_deterministic_and_reruns_skip_unchanged(ix):
     again = ix.index(docs, show_progress=False)
     assert (again.unchanged, again.indexed, again.chunks) == (5, 0, 0)
     assert all_points(ix) == points and first.chunks == len(points)
+
+
+def test_another_encoder_of_the_same_dim_re_embeds_instead_of_mixing(ix, tiny_model_dir):
+    from llm2vec_rag import LLM2Vec
+
+    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(CORPUS[:4])]
+    ix.index(docs, show_progress=False)
+    causal = LLM2Vec.from_pretrained(tiny_model_dir("llama"), enable_bidirectional=False)
+    assert causal.dim == ix.encoder.dim and causal.source != ix.encoder.source
+    other = QdrantIndexer(causal, path=":memory:", chunk_size=32, chunk_overlap=8,
+                          client=ix.client)
+    report = other.index(docs, show_progress=False)
+    assert (report.indexed, report.unchanged) == (4, 0)
+    points, _ = ix.client.scroll(ix.collection, limit=100, with_vectors=True)
+    stored = sorted((p.payload["page_content"], p.vector) for p in points)
+    expected = causal.encode_documents([t for t, _ in stored], normalize=True)
+    np.testing.assert_allclose([v for _, v in stored], expected, atol=1e-5)
+    assert other.index(docs, show_progress=False).unchanged == 4
 
 
 def test_changed_document_replaces_its_chunks_and_prune_removes_gone_ones(ix):

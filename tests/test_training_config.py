@@ -57,6 +57,7 @@ def test_unknown_key_is_named_with_a_suggestion():
     ({"learning_rate": -1}, "learning_rate"),
     ({"pooling": "max"}, "pooling"),
     ({"resume": "maybe"}, "resume"),
+    ({"adapter_dtype": "int8"}, "adapter_dtype"),
     ({"model": None}, "model"),
     ({"data": []}, "data"),
 ])

@@ -21,7 +21,8 @@ from llm2vec_rag.training.trainer import LOG_CSV, LOSS_PNG, read_log
 from tiny import CORPUS
 
 PROBES = ["The quick brown fox.", "Qdrant stores vectors.", "A contrastive loss."]
-FAST = dict(report_to="none", logging_steps=1, save_steps=100, lora_r=8, lora_alpha=16)
+FAST = dict(report_to="none", logging_steps=1, save_steps=100, lora_r=8, lora_alpha=16,
+            adapter_dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,21 @@ def test_mntp_learns_and_writes_a_reloadable_adapter(base, mntp_run):
     reloaded = encoder(base, [out]).encode(PROBES)
     np.testing.assert_allclose(reloaded, trained, atol=1e-5)
     assert not np.allclose(encoder(base, []).encode(PROBES), trained, atol=1e-3)
+
+
+def test_half_precision_adapter_is_half_the_size_and_loads(base, corpus, mntp_run, tmp_path):
+    half = train_mntp(mntp_cfg(base, corpus, tmp_path / "half", adapter_dtype="float16",
+                              save_steps=16))
+    full_file, half_file = (os.path.join(d, "adapter_model.safetensors")
+                            for d in (mntp_run[0], half))
+    full, small = load_file(full_file), load_file(half_file)
+    assert {t.dtype for t in small.values()} == {torch.float16} and small.keys() == full.keys()
+    assert os.path.getsize(half_file) < 0.55 * os.path.getsize(full_file)
+    for key in full:  # the same run (seeded), only rounded to float16
+        torch.testing.assert_close(small[key], full[key].half())
+    checkpoint = load_file(os.path.join(half, "checkpoint-16", "adapter_model.safetensors"))
+    assert {t.dtype for t in checkpoint.values()} == {torch.float32}  # resume stays exact
+    np.testing.assert_allclose(encoder(base, [half]).encode(PROBES), mntp_run[1], atol=2e-3)
 
 
 def test_simcse_on_mntp_learns_and_reloads(base, corpus, mntp_run, tmp_path):

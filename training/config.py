@@ -15,6 +15,7 @@ from llm2vec_rag.config import check_pooling
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
 CONFIG_FILE = "training_config.yaml"
 _RESUME = ("auto", "true", "false")
+ADAPTER_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainConfig:
     pooling: str = "mean"
     pad_token: str | None = None
     dtype: str = "float32"
+    adapter_dtype: str = "float32"
     attn_implementation: str | None = None
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -84,6 +86,9 @@ class TrainConfig:
         _fraction(self, "lora_dropout")
         if self.max_texts is not None:
             _positive(self, "max_texts")
+        if self.adapter_dtype not in ADAPTER_DTYPES:
+            raise ValueError(f"adapter_dtype: use one of {', '.join(ADAPTER_DTYPES)}; "
+                             f"got {self.adapter_dtype!r}")
         self.pooling = check_pooling(self.pooling)
         resume = str(self.resume).lower()
         if resume not in _RESUME and not os.path.isdir(str(self.resume)):

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 LOG_CSV = "training_log.csv"
 LOSS_PNG = "loss_curve.png"
+ADAPTER_FILE = "adapter_model.safetensors"
 _CSV_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm")
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
@@ -142,6 +143,18 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
     )
 
 
+def cast_adapter(folder: str, dtype: str) -> None:
+    """Store the final adapter's weights as ``dtype`` (half the bytes for a shipped adapter);
+    loading casts them back to the model's dtype."""
+    if dtype == "float32":
+        return
+    from safetensors.torch import load_file, save_file
+
+    path = os.path.join(folder, ADAPTER_FILE)
+    tensors = {k: v.to(getattr(torch, dtype)) for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
 def resume_checkpoint(cfg: TrainConfig) -> str | None:
     """``auto``: the last checkpoint in output_dir if any; ``true``: it must exist."""
     if cfg.resume == "false":
@@ -170,6 +183,7 @@ def run_stage(cfg: TrainConfig, model, dataset: Dataset, collator: Callable, los
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(cfg.output_dir)
     if trainer.args.should_save:
+        cast_adapter(cfg.output_dir, cfg.adapter_dtype)
         cfg.save(cfg.output_dir)
         EncoderConfig(pooling=cfg.pooling).save(cfg.output_dir)  # training length != use length
         plot_loss(os.path.join(cfg.output_dir, LOG_CSV), os.path.join(cfg.output_dir, LOSS_PNG),

