@@ -140,7 +140,8 @@ class LLM2Vec(BaseEncoder):
         if "pooling" in settings:
             settings["pooling"] = check_pooling(settings["pooling"])
         encoder = cls(model, tokenizer, EncoderConfig(**settings), padding_side=padding_side)
-        encoder.source = json.dumps({"model": os.path.join(source, gguf_file or ""),
+        model_file = os.path.join(source, gguf_file) if gguf_file else source
+        encoder.source = json.dumps({"model": model_file,
                                      "adapters": [str(a) for a in adapters or []],
                                      "bidirectional": enable_bidirectional})
         return encoder
