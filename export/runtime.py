@@ -16,6 +16,7 @@ import numpy as np
 from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling
 from llm2vec_rag.encoder import BaseEncoder
 from llm2vec_rag.preprocess import Batch
+from llm2vec_rag.spec import EncoderSpec
 
 from .providers import open_session, provider_list, resolve_provider
 from .tensorrt import TensorRTProfile, read_tensorrt
@@ -96,9 +97,16 @@ class OnnxLLM2Vec(BaseEncoder):
                 f"max_length<={profile.max_seq}.")
         if io_binding is None:
             io_binding = provider != "cpu"
-        return cls(session, FastTokenizer.from_pretrained(folder), config, info=info,
-                   model_path=str(folder / file_name), io_binding=io_binding,
-                   device_id=device_id, profile=profile, padding_side=padding_side)
+        encoder = cls(session, FastTokenizer.from_pretrained(folder), config, info=info,
+                      model_path=str(folder / file_name), io_binding=io_binding,
+                      device_id=device_id, profile=profile, padding_side=padding_side)
+        encoder.spec = EncoderSpec(str(folder), (), "onnx", dict(
+            provider=provider, device=device, threads=threads, io_binding=io_binding,
+            max_length=max_length, pooling=pooling, query_instruction=query_instruction,
+            document_instruction=document_instruction,
+            padding_side=None if padding_side == "left" else padding_side,
+            file_name=None if file_name == MODEL_FILE else file_name))
+        return encoder
 
     def _forward_batch(self, batch: Batch) -> np.ndarray:
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,

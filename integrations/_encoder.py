@@ -1,6 +1,6 @@
 """What the framework adapters share: checking an encoder and encode options.
 
-Loading by name is ``llm2vec_rag.encoder.load_encoder``, shared with the CLI.
+Loading by name is ``llm2vec_rag.spec.load_encoder``, shared with the CLI.
 
 Thread safety is the encoder's own (BaseEncoder serialises its calls), so async methods and
 the indexer's executor threads can share one encoder.

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llm2vec_rag.encoder import load_encoder
+from llm2vec_rag.spec import load_encoder
 
 from ._encoder import check_encode_kwargs, check_encoder
 

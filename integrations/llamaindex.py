@@ -18,7 +18,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, BaseEmbedding
 from pydantic import Field, PrivateAttr
 
-from llm2vec_rag.encoder import load_encoder
+from llm2vec_rag.spec import load_encoder
 
 from ._encoder import check_encode_kwargs, check_encoder
 

@@ -9,11 +9,13 @@ import importlib
 
 from .config import POOLING_MODES, EncoderConfig
 
-__all__ = ["LLM2Vec", "EncoderConfig", "POOLING_MODES", "is_bidirectional", "make_bidirectional"]
+__all__ = ["LLM2Vec", "EncoderConfig", "EncoderSpec", "Encoder", "load_encoder", "POOLING_MODES",
+           "is_bidirectional", "make_bidirectional"]
 __version__ = "0.1.0"
 
 _LAZY = {"LLM2Vec": ".model", "is_bidirectional": ".bidirectional",
-         "make_bidirectional": ".bidirectional"}
+         "make_bidirectional": ".bidirectional", "EncoderSpec": ".spec", "load_encoder": ".spec",
+         "Encoder": ".protocol"}
 
 
 def __getattr__(name: str):

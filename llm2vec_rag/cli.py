@@ -55,7 +55,7 @@ def use_default_model(args: argparse.Namespace) -> None:
 
 def load_encoder(args: argparse.Namespace):
     """The encoder the shared model flags describe (PyTorch, or ONNX Runtime with --onnx)."""
-    from .encoder import load_encoder as load_by_name
+    from .spec import load_encoder as load_by_name
 
     if getattr(args, "onnx", False):
         return load_by_name(args.model, args.adapter, "onnx", device=args.device)

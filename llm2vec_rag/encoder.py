@@ -11,35 +11,15 @@ import itertools
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .config import EncoderConfig
 from .preprocess import Batch, Preprocessor, check_instruction, check_texts
+from .spec import EncoderSpec
 
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
-BACKENDS = ("torch", "onnx")
-
-
-def load_encoder(model: str, adapters: list[str] | None = None, backend: str = "torch",
-                 **kwargs: Any) -> BaseEncoder:
-    """``LLM2Vec.from_pretrained`` (torch) or ``OnnxLLM2Vec.from_pretrained`` (onnx): the one
-    by-name loader behind the CLI and the framework integrations."""
-    if backend == "onnx":
-        if adapters:
-            raise ValueError("adapters cannot be applied to an ONNX export: fuse them before "
-                             "exporting (llm2vec-rag export onnx --adapter ...), then pass the "
-                             "export folder")
-        from llm2vec_rag.export import OnnxLLM2Vec
-
-        return OnnxLLM2Vec.from_pretrained(model, **kwargs)
-    if backend != "torch":
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    from llm2vec_rag import LLM2Vec
-
-    return LLM2Vec.from_pretrained(model, adapters=list(adapters or []), **kwargs)
 
 
 class BaseEncoder:
@@ -51,6 +31,9 @@ class BaseEncoder:
     # What the vectors come from (model, adapters, attention), so that a store can tell two
     # encoders of the same dimension apart and re-embed instead of mixing their vectors.
     source: str = ""
+    # How another process builds this same encoder (None when it was built from objects in
+    # memory rather than by name: then it cannot be rebuilt elsewhere).
+    spec: EncoderSpec | None = None
 
     def _init_preprocessor(self, padding_side: str = "left") -> None:
         # One call at a time: fast tokenizers and some runtimes are not safe to call from
@@ -67,7 +50,7 @@ class BaseEncoder:
     def encode(
         self,
         texts: str | list[str],
-        instruction: str | None = None,
+        instruction: str | list[str] | None = None,
         batch_size: int = 32,
         normalize: bool = False,
         show_progress: bool | None = None,
@@ -75,12 +58,13 @@ class BaseEncoder:
     ) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
 
-        The instruction is attended to but not pooled. ``show_progress=None`` shows a bar
+        The instruction is attended to but not pooled; a list gives one instruction per text
+        (what a server merging requests needs). ``show_progress=None`` shows a bar
         only for long inputs. ``max_batch_tokens`` caps padded tokens per batch (memory).
         Empty strings are valid: the vector then pools the special tokens and instruction.
         """
         texts = check_texts(texts)
-        instruction = check_instruction(instruction)
+        instruction = check_instruction(instruction, len(texts))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -91,7 +75,7 @@ class BaseEncoder:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def _encode_into(self, out: np.ndarray, texts: list[str], instruction: str,
+    def _encode_into(self, out: np.ndarray, texts: list[str], instruction: str | list[str],
                      batch_size: int, show_progress: bool | None,
                      max_batch_tokens: int | None) -> None:
         encoded = self.preprocessor.encode(texts, instruction)

@@ -24,6 +24,7 @@ from .loading import (
 )
 from .pooling import pool
 from .preprocess import Batch, load_tokenizer
+from .spec import EncoderSpec
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -63,6 +64,14 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     if dtype not in _DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
     return _DTYPES[dtype]
+
+
+def _spec(model: str, adapters, options: dict) -> EncoderSpec | None:
+    """The spec that rebuilds this encoder elsewhere, or None if an option is not plain data."""
+    try:
+        return EncoderSpec(model, tuple(str(a) for a in adapters or ()), "torch", options)
+    except TypeError:
+        return None
 
 
 class LLM2Vec(BaseEncoder):
@@ -144,6 +153,15 @@ class LLM2Vec(BaseEncoder):
         encoder.source = json.dumps({"model": model_file,
                                      "adapters": [str(a) for a in adapters or []],
                                      "bidirectional": enable_bidirectional})
+        encoder.spec = _spec(str(model_name_or_path), adapters, dict(
+            pooling=pooling, max_length=max_length, query_instruction=query_instruction,
+            document_instruction=document_instruction, gguf_file=gguf_file if gguf_file and
+            not str(model_name_or_path).endswith(".gguf") else None,
+            enable_bidirectional=None if enable_bidirectional else False,
+            device=str(device), dtype=None if dtype is None else str(dtype).replace("torch.", ""),
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code or None, padding_side=None
+            if padding_side == "left" else padding_side, **hub_kwargs))
         return encoder
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

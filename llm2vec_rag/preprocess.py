@@ -62,12 +62,23 @@ def check_texts(texts: object) -> list[str]:
     return list(texts)
 
 
-def check_instruction(instruction: object) -> str:
+def check_instruction(instruction: object, n_texts: int | None = None) -> str | list[str]:
+    """One stripped instruction, or (a list) one per text: ``n_texts`` of them."""
     if instruction is None:
         return ""
-    if not isinstance(instruction, str):
-        raise TypeError(f"instruction must be a string or None, got {type(instruction).__name__}")
-    return instruction.strip()
+    if isinstance(instruction, str):
+        return instruction.strip()
+    if isinstance(instruction, Sequence) and n_texts is not None:
+        if len(instruction) != n_texts:
+            raise ValueError(f"instruction is a list of {len(instruction)} items for "
+                             f"{n_texts} texts: give one per text, or one string for all")
+        out = []
+        for i, ins in enumerate(instruction):
+            if ins is not None and not isinstance(ins, str):
+                raise TypeError(f"instruction[{i}] is {type(ins).__name__}, not str or None")
+            out.append((ins or "").strip())
+        return out
+    raise TypeError(f"instruction must be a string or None, got {type(instruction).__name__}")
 
 
 class Preprocessor:
@@ -89,7 +100,17 @@ class Preprocessor:
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
         self.lead, self.trail = _special_template(tokenizer)
 
-    def encode(self, texts: list[str], instruction: str = "") -> list[Encoded]:
+    def encode(self, texts: list[str], instruction: str | list[str] = "") -> list[Encoded]:
+        """Token ids and embed spans; ``instruction`` is one for all or one per text."""
+        if isinstance(instruction, list):  # per text: tokenize each instruction's group once
+            out: list[Encoded | None] = [None] * len(texts)
+            groups: dict[str, list[int]] = {}
+            for i, ins in enumerate(instruction):
+                groups.setdefault(ins, []).append(i)
+            for ins, idx in groups.items():
+                for i, enc in zip(idx, self.encode([texts[i] for i in idx], ins)):
+                    out[i] = enc
+            return out  # type: ignore[return-value]
         prefix = instruction + " " if instruction else ""
         full = self.tokenizer([prefix + t for t in texts], add_special_tokens=True)["input_ids"]
         if prefix:

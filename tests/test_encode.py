@@ -115,7 +115,9 @@ def test_bad_input_names_the_item(tiny_encoder, bad, match):
 
 def test_bad_instruction_type(tiny_encoder):
     with pytest.raises(TypeError, match="instruction"):
-        tiny_encoder.encode(["x"], instruction=["a list"])
+        tiny_encoder.encode(["x"], instruction=5)
+    with pytest.raises(TypeError, match="instruction"):
+        tiny_encoder.encode(["x"], instruction={"a": 1})
 
 
 @pytest.mark.parametrize("kind", ["whitespace", "bytelevel"])
