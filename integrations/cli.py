@@ -49,8 +49,8 @@ def _existing_collection(args: argparse.Namespace):
     if not exists:
         names = sorted(c.name for c in client.get_collections().collections)
         client.close()
-        raise ValueError(f"no collection {args.collection!r} in {where} (it has: "
-                         f"{', '.join(names) or 'none'}): index documents first with "
+        raise ValueError(f"No collection {args.collection!r} at {where} (it has: "
+                         f"{', '.join(names) or 'none'}): index documents into it first with "
                          f"`llm2vec-rag index --collection {args.collection} ...`, or pass "
                          "--collection/--qdrant-path/--qdrant-url of an existing one")
     return client

@@ -35,7 +35,7 @@ def test_search_of_a_missing_collection_fails_before_loading(tmp_path, capsys):
     assert main(["search", "x", "--model", MISSING_MODEL, "--qdrant-path", str(store),
                  "--collection", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "no collection 'nope'" in err and "llm2vec-rag index" in err
+    assert "No collection 'nope'" in err and "llm2vec-rag index" in err
     assert MISSING_MODEL not in err  # the model was never touched
 
 
