@@ -1,12 +1,16 @@
 """Encode throughput: llm2vec-rag vs the reference llm2vec 0.2.3, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_encode.py --texts 600 --rounds 5
+    .venv/bin/python benchmarks/bench_encode.py --corpus mixed --texts 300 --rounds 3
+    .venv/bin/python benchmarks/bench_encode.py --corpus long --texts 32 --rounds 3
+    .venv/bin/python benchmarks/bench_encode.py --corpus mixed --texts 100 --profile
 
 Both implementations run as persistent worker processes (the reference in .venv-ref, built
 by scripts/setup_reference_env.sh) on the same dequantized SmolLM2-135M weights and the same
-mixed-length corpus; rounds alternate between them and medians are reported, with achieved
-FLOP/s against this machine's measured fp32 matrix-multiply peak (2 x non-embedding
-parameters per real token; attention score FLOPs are not counted).
+corpus: mixed (1-8 Lee sentences), short (~20 tokens) or long (512 tokens). Rounds alternate
+between them (the order rotates) and medians are reported, with achieved FLOP/s against
+this machine's fp32 matrix-multiply peak measured in the same run (2 x non-embedding
+parameters per real token; attention score FLOPs are not counted). ``--profile`` prints
+where our encoder's time goes instead (torch.profiler, top operators).
 """
 
 from __future__ import annotations
@@ -18,26 +22,34 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "reference"))
-from common import ROOT, matmul_peak_gflops, mixed_corpus, smollm2_gguf  # noqa: E402
+from common import ROOT, corpus, matmul_peak_gflops, smollm2_gguf  # noqa: E402
+
+REF = "llm2vec 0.2.3 (reference)"
+# Our variants: (label, encode options). "rows only" is the pre-budget behaviour.
+OURS = {"default": ("llm2vec-rag (default: token budget)", {}),
+        "rows": ("llm2vec-rag, batches of 32 rows only (before)",
+                 {"max_batch_tokens": 10**9})}
 
 
 # ---------------------------------------------------------------- workers (one per process)
-def worker(kind: str, folder: str, corpus_path: str, batch_size: int) -> None:
+def worker(kind: str, folder: str, corpus_path: str, batch_size: int, options: dict) -> None:
+    warnings.simplefilter("ignore")  # long texts are truncated at 512 on purpose
     with open(corpus_path, encoding="utf-8") as f:
         texts = json.load(f)
     if kind == "ours":
         from llm2vec_rag import LLM2Vec
 
-        model = LLM2Vec.from_pretrained(folder, device="cpu", dtype="float32")
+        load = {k: options.pop(k) for k in ("compile", "attn_implementation") if k in options}
+        model = LLM2Vec.from_pretrained(folder, device="cpu", dtype="float32", **load)
 
         def run() -> None:
-            model.encode(texts, batch_size=batch_size, show_progress=False)
+            model.encode(texts, batch_size=batch_size, show_progress=False, **options)
     else:
         from llm2vec import LLM2Vec as RefLLM2Vec
         from ref_encode import load_plain
@@ -47,8 +59,12 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int) -> None:
 
         def run() -> None:
             ref.encode(pairs, batch_size=batch_size, show_progress_bar=False)
-    run()  # warm-up
-    print("ready", flush=True)
+    start = time.perf_counter()  # warm-up (and the compile, when asked) on a slice
+    if kind == "ours":
+        model.encode(texts[:32], batch_size=batch_size, show_progress=False, **options)
+    else:
+        ref.encode(pairs[:32], batch_size=batch_size, show_progress_bar=False)
+    print(json.dumps({"warmup": time.perf_counter() - start}), flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
             break
@@ -59,14 +75,16 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int) -> None:
 
 # ---------------------------------------------------------------- driver
 class Worker:
-    def __init__(self, python: str, kind: str, folder: str, corpus: str, batch_size: int):
+    def __init__(self, python: str, kind: str, folder: str, corpus: str, batch_size: int,
+                 options: dict | None = None):
         self.proc = subprocess.Popen(
-            [python, __file__, "--worker", kind, "--folder", folder, "--corpus", corpus,
-             "--batch-size", str(batch_size)],
+            [python, __file__, "--worker", kind, "--folder", folder, "--corpus-file", corpus,
+             "--batch-size", str(batch_size), "--options", json.dumps(options or {})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         line = self.proc.stdout.readline()
-        if line.strip() != "ready":
+        if not line.startswith("{"):
             raise RuntimeError(f"{kind} worker failed to start")
+        self.warmup = json.loads(line)["warmup"]
 
     def run(self) -> float:
         self.proc.stdin.write("run\n")
@@ -79,67 +97,132 @@ class Worker:
         self.proc.wait(timeout=60)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--texts", type=int, default=600)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--ref-python", default=os.path.join(ROOT, ".venv-ref", "bin", "python"))
-    p.add_argument("--worker", choices=["ours", "ref"])
-    p.add_argument("--folder")
-    p.add_argument("--corpus")
-    args = p.parse_args()
-    if args.worker:
-        return worker(args.worker, args.folder, args.corpus, args.batch_size)
-
+def prepare(workdir: str):
+    """The dequantized SmolLM2 weights as our folder and the reference's plain folder (once)."""
     from plain_export import write_plain_folder
 
     from llm2vec_rag import LLM2Vec
 
-    texts = mixed_corpus(args.texts)
-    tmp = tempfile.mkdtemp(prefix="bench-encode-")
-    corpus_path = os.path.join(tmp, "corpus.json")
+    ours, plain = os.path.join(workdir, "smollm2"), os.path.join(workdir, "smollm2-plain")
+    if not os.path.isdir(plain):
+        model = LLM2Vec.from_pretrained(smollm2_gguf(), device="cpu")
+        model.save_pretrained(ours)
+        write_plain_folder(model, plain)
+    return ours, plain
+
+
+def padded_tokens(model, texts: list[str], batch_size: int, options: dict) -> dict:
+    pre = model.preprocessor
+    enc = pre.encode(texts)
+    budget = options.get("max_batch_tokens", model.max_batch_tokens)
+    ours = sum(b.input_ids.size for b in pre.batches(enc, batch_size, budget))
+    # The reference sorts by characters, then pads each batch of batch_size to its longest.
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    ref = sum(len(chunk) * max(len(enc[i].ids) for i in chunk)
+              for chunk in (order[j: j + batch_size] for j in range(0, len(order), batch_size)))
+    return {"real": sum(len(e.ids) for e in enc), "ours": ours, "ref": ref}
+
+
+def profile(model, texts: list[str], batch_size: int, top: int = 12) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model.encode(texts[:8], show_progress=False)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.encode(texts, batch_size=batch_size, show_progress=False)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"\nwhere the time goes (torch.profiler, self CPU time, {len(texts)} texts; total "
+          f"{total / 1e6:.1f} s)\n\n| operator | calls | self s | share |\n|---|---|---|---|")
+    for e in events[:top]:
+        print(f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1e6:.2f} | "
+              f"{100 * e.self_cpu_time_total / total:.1f}% |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", choices=["mixed", "short", "long"], default="mixed")
+    p.add_argument("--texts", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--variants", default="default,rows",
+                   help=f"our variants to run, of {sorted(OURS)}, or JSON {{label: options}}")
+    p.add_argument("--no-ref", action="store_true", help="only our variants")
+    p.add_argument("--profile", action="store_true", help="profile ours instead of timing")
+    p.add_argument("--workdir", default="/tmp/bench-encode", help="model folders (reused)")
+    p.add_argument("--json-out", default=None)
+    p.add_argument("--ref-python", default=os.path.join(ROOT, ".venv-ref", "bin", "python"))
+    p.add_argument("--worker", choices=["ours", "ref"])
+    p.add_argument("--folder")
+    p.add_argument("--corpus-file")
+    p.add_argument("--options", default="{}")
+    args = p.parse_args()
+    if args.worker:
+        return worker(args.worker, args.folder, args.corpus_file, args.batch_size,
+                      json.loads(args.options))
+
+    from llm2vec_rag import LLM2Vec
+
+    warnings.simplefilter("ignore")
+    os.makedirs(args.workdir, exist_ok=True)
+    folder, plain = prepare(args.workdir)
+    ours = LLM2Vec.from_pretrained(folder, device="cpu")
+    texts = corpus(args.corpus, args.texts, ours.tokenizer)
+    if args.profile:
+        return profile(ours, texts, args.batch_size)
+    corpus_path = os.path.join(args.workdir, f"corpus-{args.corpus}-{args.texts}.json")
     with open(corpus_path, "w", encoding="utf-8") as f:
         json.dump(texts, f)
-    ours = LLM2Vec.from_pretrained(smollm2_gguf(), device="cpu")
-    folder = os.path.join(tmp, "smollm2")
-    ours.save_pretrained(folder)
-    write_plain_folder(ours, os.path.join(tmp, "smollm2-plain"))
-    tokens = sum(len(e.ids) for e in ours.preprocessor.encode(texts))
+    variants = (json.loads(args.variants) if args.variants.startswith("{") else
+                {OURS[v][0]: OURS[v][1] for v in args.variants.split(",")})
+    pads = {name: padded_tokens(ours, texts, args.batch_size, opts)
+            for name, opts in variants.items()}
+    real = next(iter(pads.values()))["real"]
     embed = ours.model.get_input_embeddings().weight.numel()
-    flops_per_token = 2 * (sum(p.numel() for p in ours.model.parameters()) - embed)
+    flops_per_token = 2 * (sum(q.numel() for q in ours.model.parameters()) - embed)
     del ours
 
     peak = matmul_peak_gflops()
-    workers = {
-        "llm2vec-rag (PyTorch, fp32)": Worker(sys.executable, "ours", folder, corpus_path,
-                                              args.batch_size),
-        "llm2vec 0.2.3 (reference)": Worker(args.ref_python, "ref",
-                                            os.path.join(tmp, "smollm2-plain"), corpus_path,
-                                            args.batch_size),
-    }
+    workers = {name: Worker(sys.executable, "ours", folder, corpus_path, args.batch_size, opts)
+               for name, opts in variants.items()}
+    if not args.no_ref:
+        workers[REF] = Worker(args.ref_python, "ref", plain, corpus_path, args.batch_size)
     times: dict[str, list[float]] = {name: [] for name in workers}
-    for _ in range(args.rounds):
-        for name, w in workers.items():  # interleaved rounds: noise hits both alike
-            times[name].append(w.run())
+    names = list(workers)
+    for r in range(args.rounds):  # interleaved, rotating order: drift hits all alike
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            times[name].append(workers[name].run())
     for w in workers.values():
         w.close()
     peak = max(peak, matmul_peak_gflops())
 
-    ref_name = "llm2vec 0.2.3 (reference)"
-    ref_median = statistics.median(times[ref_name])
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads default; fp32 matmul peak {peak:.0f} GFLOP/s")
-    print(f"corpus: {len(texts)} texts, {tokens} real tokens (mean {tokens / len(texts):.0f}); "
-          f"batch {args.batch_size}; {args.rounds} interleaved rounds, medians\n")
-    print("| implementation | texts/s | real tokens/s | GFLOP/s | % of peak | vs reference |")
-    print("|---|---|---|---|---|---|")
+    ref_median = statistics.median(times[REF]) if REF in times else None
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"fp32 matmul peak {peak:.0f} GFLOP/s (measured in this run)")
+    print(f"corpus: {args.corpus}, {len(texts)} texts, {real} real tokens (mean "
+          f"{real / len(texts):.0f}); batch_size {args.batch_size}; {args.rounds} interleaved "
+          "rounds, medians\n")
+    print("| implementation | texts/s | real tokens/s | padded / real | GFLOP/s | % of peak "
+          "| x reference |")
+    print("|---|---|---|---|---|---|---|")
+    rows = {}
     for name, ts in times.items():
         med = statistics.median(ts)
-        gflops = tokens * flops_per_token / med / 1e9
-        print(f"| {name} | {len(texts) / med:.1f} | {tokens / med:.0f} | {gflops:.0f} | "
-              f"{100 * gflops / peak:.0f}% | {ref_median / med:.2f}x |")
+        gflops = real * flops_per_token / med / 1e9
+        padded = pads[name]["ours"] if name in pads else next(iter(pads.values()))["ref"]
+        ratio = f"{ref_median / med:.2f}x" if ref_median else "-"
+        rows[name] = {"median_s": med, "runs": ts, "padded": padded,
+                      "warmup_s": workers[name].warmup}
+        print(f"| {name} | {len(texts) / med:.1f} | {real / med:.0f} | {padded / real:.2f}"
+              f"{' (est.)' if name == REF else ''} | {gflops:.0f} | {100 * gflops / peak:.0f}% "
+              f"| {ratio} |")
     print(f"\nruns (s): {json.dumps({k: [round(t, 2) for t in v] for k, v in times.items()})}")
+    print(f"warm-up (first call, s): "
+          f"{json.dumps({k: round(w.warmup, 1) for k, w in workers.items()})}")
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump({"corpus": args.corpus, "texts": len(texts), "real_tokens": real,
+                       "peak_gflops": peak, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

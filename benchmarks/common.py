@@ -51,3 +51,26 @@ def matmul_peak_gflops(size: int = 2048, reps: int = 10) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def lee_sentences() -> list[str]:
+    path = os.path.join(DATA, "lee_background.cor")
+    with open(path, encoding="utf-8") as f:
+        return [s for line in f if line.strip()
+                for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s]
+
+
+def uniform_corpus(tokenizer, n: int, tokens: int, seed: int = 0) -> list[str]:
+    """``n`` texts of about ``tokens`` tokens each: windows of the Lee articles' token stream,
+    decoded back to text (they re-tokenize to within a token or two of ``tokens``)."""
+    ids = tokenizer(" ".join(lee_sentences()), add_special_tokens=False)["input_ids"]
+    rng = random.Random(seed)
+    starts = [rng.randrange(len(ids) - tokens) for _ in range(n)]
+    return [tokenizer.decode(ids[s: s + tokens]).strip() for s in starts]
+
+
+def corpus(kind: str, n: int, tokenizer=None) -> list[str]:
+    """mixed (1-8 Lee sentences), short (~20 tokens) or long (512 tokens: max_length)."""
+    if kind == "mixed":
+        return mixed_corpus(n)
+    return uniform_corpus(tokenizer, n, 20 if kind == "short" else 520)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling
-from llm2vec_rag.encoder import BaseEncoder
+from llm2vec_rag.encoder import GPU_MAX_BATCH_TOKENS, BaseEncoder
 from llm2vec_rag.preprocess import Batch
 from llm2vec_rag.spec import EncoderSpec
 
@@ -47,6 +47,8 @@ class OnnxLLM2Vec(BaseEncoder):
         self.input_names = [i.name for i in session.get_inputs()]
         dim = session.get_outputs()[0].shape[-1]
         self.dim = int(dim) if isinstance(dim, int) else int(self.info["dim"])
+        if self.provider != "CPUExecutionProvider":  # a GPU: bigger batches fill it
+            self.max_batch_tokens = GPU_MAX_BATCH_TOKENS
         self._init_preprocessor(padding_side)
 
     @classmethod

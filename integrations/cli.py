@@ -32,6 +32,30 @@ def _indexer(args: argparse.Namespace, encoder, **options):
                          retries=args.retries, **options)
 
 
+def _existing_collection(args: argparse.Namespace):
+    """A client on the store, after checking that the collection to search exists."""
+    import os
+
+    from llm2vec_rag.integrations import _qdrant_config as qc
+
+    api_key = os.environ.get("QDRANT_API_KEY") if args.qdrant_url else None
+    client = qc.make_client(args.qdrant_path, args.qdrant_url, api_key, None)
+    where = args.qdrant_url or args.qdrant_path or "./qdrant_data"
+    try:
+        exists = client.collection_exists(args.collection)
+    except Exception:  # noqa: BLE001 - a server that does not answer: the indexer retries
+        client.close()
+        return None
+    if not exists:
+        names = sorted(c.name for c in client.get_collections().collections)
+        client.close()
+        raise ValueError(f"No collection {args.collection!r} at {where} (it has: "
+                         f"{', '.join(names) or 'none'}): index documents into it first with "
+                         f"`llm2vec-rag index --collection {args.collection} ...`, or pass "
+                         "--collection/--qdrant-path/--qdrant-url of an existing one")
+    return client
+
+
 def _payload_indexes(specs: list[str]) -> dict[str, str]:
     out = {}
     for spec in specs:
@@ -56,7 +80,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                       shard_number=args.shards, replication_factor=args.replicas,
                       payload_indexes=_payload_indexes(args.payload_index),
                       chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-                      batch_size=args.batch_size) as indexer:
+                      batch_size=args.batch_size,
+                      max_batch_tokens=args.max_batch_tokens) as indexer:
             report = indexer.index(paths, prune=args.prune, show_progress=not args.no_progress,
                                    text_field=args.field, id_field=args.id_field,
                                    one_per_line=args.one_per_line, id_scope=args.id_scope)
@@ -78,7 +103,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from llm2vec_rag.cli import load_encoder
 
     try:
-        with _indexer(args, load_encoder(args)) as indexer:
+        client = _existing_collection(args)  # before the model loads: a typo fails at once
+        with _indexer(args, load_encoder(args), client=client) as indexer:
             hits = indexer.search(args.query, k=args.k, filter=flt or None,
                                   instruction=args.instruction)
     except ConnectionError as err:
@@ -105,6 +131,8 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-overlap", type=int, default=None,
                    help="tokens shared by neighbouring chunks (default: size/8, at most 32)")
     p.add_argument("--batch-size", type=int, default=64, help="chunks per embed/upload batch")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="most padded tokens per encode batch (default: the encoder's)")
     p.add_argument("--one-per-line", action="store_true",
                    help="each non-empty line of a text file is a document")
     p.add_argument("--field", default="text", help="JSONL field holding the text")

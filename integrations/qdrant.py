@@ -46,6 +46,7 @@ class QdrantIndexer:
                  shard_number: int | None = None, replication_factor: int | None = None,
                  payload_indexes: list[str] | dict[str, str] | None = None,
                  chunk_size: int = 256, chunk_overlap: int | None = None, batch_size: int = 64,
+                 max_batch_tokens: int | None = None,
                  retries: int = 5, backoff: float = 0.5, timeout: float | None = None,
                  client: Any = None) -> None:
         self.encoder = check_encoder(encoder)
@@ -61,7 +62,8 @@ class QdrantIndexer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.collection = collection
         self.chunker = TokenChunker(encoder.tokenizer, chunk_size, chunk_overlap)
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # chunks per embed/upload group and per encode batch
+        self.max_batch_tokens = max_batch_tokens  # None: the encoder's own budget
         self._where = url or path or "./qdrant_data"
         if url and api_key is None:
             api_key = os.environ.get("QDRANT_API_KEY")  # never logged
@@ -193,7 +195,9 @@ class QdrantIndexer:
     def _embed(self, texts: list[str]):
         if not texts:
             return []
-        return self.encoder.encode_documents(texts, normalize=True, show_progress=False)
+        return self.encoder.encode_documents(texts, normalize=True, show_progress=False,
+                                             batch_size=self.batch_size,
+                                             max_batch_tokens=self.max_batch_tokens)
 
     def _prune(self, is_seen) -> int:
         """Delete points of documents not seen in this run (only points this indexer wrote)."""

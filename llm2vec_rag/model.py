@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from .cache import load_or_build
 from .config import EncoderConfig, check_pooling
-from .encoder import BaseEncoder
+from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
 from .loading import (
     adapter_base,
     apply_adapters,
@@ -21,6 +22,7 @@ from .loading import (
     find_file,
     load_model,
     resolve_source,
+    reuse_gguf_reader,
 )
 from .pooling import pool
 from .preprocess import Batch, load_tokenizer
@@ -66,12 +68,48 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     return _DTYPES[dtype]
 
 
+def default_batch_tokens(model: PreTrainedModel) -> int:
+    """The token budget per batch for this model's device (see ``BaseEncoder.encode``).
+
+    CPU: the measured best. CUDA (unmeasured here: no GPU was lent): a fifth of the free
+    memory divided by one layer's activations per token (hidden states, q/k/v, MLP
+    intermediates; SDPA keeps no T x T scores), clamped to 4k..64k tokens.
+    """
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return CPU_MAX_BATCH_TOKENS
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except RuntimeError:
+        return GPU_MAX_BATCH_TOKENS
+    cfg = model.config
+    per_token = next(model.parameters()).element_size() * (
+        8 * cfg.hidden_size + 3 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
+    budget = int(free * 0.2 / per_token)
+    return max(4096, min(65536, 1 << (budget.bit_length() - 1)))
+
+
 def _spec(model: str, adapters, options: dict) -> EncoderSpec | None:
     """The spec that rebuilds this encoder elsewhere, or None if an option is not plain data."""
     try:
         return EncoderSpec(model, tuple(str(a) for a in adapters or ()), "torch", options)
     except TypeError:
         return None
+
+
+def _save_fused(loaded: tuple, folder: str) -> None:
+    model, tokenizer = loaded
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _load_fused(folder: str, base: str, bidirectional: bool, dtype: torch.dtype,
+                attn_implementation: str | None, device: torch.device) -> tuple:
+    """A cache entry: plain safetensors weights and a saved tokenizer (no GGUF, no merge)."""
+    model = load_model(folder, enable_bidirectional=bidirectional, dtype=dtype,
+                       attn_implementation=attn_implementation)
+    model.config._name_or_path = base  # as an uncached load names it
+    return model.to(device), load_tokenizer(folder)
 
 
 class LLM2Vec(BaseEncoder):
@@ -85,6 +123,7 @@ class LLM2Vec(BaseEncoder):
         self.dim = int(model.config.hidden_size)
         self.module = EncoderModule(self.model, self.config.pooling)
         self.source = str(getattr(model, "name_or_path", "") or "")
+        self.max_batch_tokens = default_batch_tokens(self.model)
         self._init_preprocessor(padding_side)
 
     @property
@@ -108,12 +147,18 @@ class LLM2Vec(BaseEncoder):
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
         padding_side: str = "left",
+        cache: bool = False,
+        compile: bool = False,
         **hub_kwargs,
     ) -> LLM2Vec:
         """Load a base model (hub id, folder, GGUF), apply ``adapters`` in order, verify it.
 
         Encoder settings come from ``llm2vec_config.json`` in the model or the adapters
-        (the last one wins), then from the arguments given here.
+        (the last one wins), then from the arguments given here. ``cache=True`` keeps the
+        merged weights of local base + adapters in the user's cache folder
+        (``llm2vec_rag.cache``), so the next load skips GGUF parsing and adapter merging.
+        ``compile=True`` runs the forward pass through ``torch.compile`` (inductor, dynamic
+        shapes): a one-off compile cost (minutes on a small CPU) for faster batches after.
         """
         if isinstance(adapters, (str, os.PathLike)):
             adapters = [adapters]
@@ -127,14 +172,30 @@ class LLM2Vec(BaseEncoder):
             base, gguf_file = resolve_source(parent, None)  # the parent may be a .gguf file
             own_tokenizer = find_file(source, "tokenizer_config.json", **hub_kwargs)
             tokenizer_from = (source, None) if own_tokenizer else (base, gguf_file)
-        tokenizer = load_tokenizer(tokenizer_from[0], gguf_file=tokenizer_from[1],
-                                   trust_remote_code=trust_remote_code, **hub_kwargs)
         device = pick_device(device)
-        model = load_model(base, gguf_file=gguf_file, enable_bidirectional=enable_bidirectional,
-                           dtype=pick_dtype(dtype, device), attn_implementation=attn_implementation,
-                           trust_remote_code=trust_remote_code, **hub_kwargs)
-        model = apply_adapters(model.to(device), chain, base_names(base, gguf_file),
-                               **hub_kwargs)
+        torch_dtype = pick_dtype(dtype, device)
+
+        def build():
+            with reuse_gguf_reader():  # tokenizer, config and weights: one GGUF parse
+                tokenizer = load_tokenizer(tokenizer_from[0], gguf_file=tokenizer_from[1],
+                                           trust_remote_code=trust_remote_code, **hub_kwargs)
+                model = load_model(base, gguf_file=gguf_file,
+                                   enable_bidirectional=enable_bidirectional, dtype=torch_dtype,
+                                   attn_implementation=attn_implementation,
+                                   trust_remote_code=trust_remote_code, **hub_kwargs)
+            model = apply_adapters(model.to(device), chain, base_names(base, gguf_file),
+                                   **hub_kwargs)
+            return model, tokenizer
+
+        sources = [os.path.join(base, gguf_file) if gguf_file else base, *chain]
+        if cache and not trust_remote_code and all(os.path.exists(s) for s in sources):
+            model, tokenizer = load_or_build(
+                sources, {"bidirectional": enable_bidirectional, "dtype": str(torch_dtype),
+                          "tokenizer_from_base": tokenizer_from[0] == base},
+                build=build, save=_save_fused, load=lambda folder: _load_fused(
+                    folder, base, enable_bidirectional, torch_dtype, attn_implementation, device))
+        else:  # hub ids keep the hub's own cache; remote code is never copied elsewhere
+            model, tokenizer = build()
         if enable_bidirectional:
             check_bidirectional(model, str(model_name_or_path))
 
@@ -149,6 +210,8 @@ class LLM2Vec(BaseEncoder):
         if "pooling" in settings:
             settings["pooling"] = check_pooling(settings["pooling"])
         encoder = cls(model, tokenizer, EncoderConfig(**settings), padding_side=padding_side)
+        if compile:
+            encoder.compile()
         model_file = os.path.join(source, gguf_file) if gguf_file else source
         encoder.source = json.dumps({"model": model_file,
                                      "adapters": [str(a) for a in adapters or []],
@@ -161,8 +224,15 @@ class LLM2Vec(BaseEncoder):
             device=str(device), dtype=None if dtype is None else str(dtype).replace("torch.", ""),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code or None, padding_side=None
-            if padding_side == "left" else padding_side, **hub_kwargs))
+            if padding_side == "left" else padding_side, cache=cache or None,
+            compile=compile or None, **hub_kwargs))
         return encoder
+
+    def compile(self) -> None:
+        """Compile the forward pass (``torch.compile``, inductor). Shapes are dynamic from the
+        first call (``dynamic=True``), so new batch sizes and lengths reuse one graph instead
+        of recompiling for each; vectors match the eager ones to float tolerance."""
+        self.module = torch.compile(self.module, dynamic=True)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Merged weights (safetensors), tokenizer and llm2vec_config.json: reloadable offline."""

@@ -156,9 +156,17 @@ class Preprocessor:
 
     def batches(self, encoded: list[Encoded], batch_size: int,
                 max_batch_tokens: int | None = None) -> Iterator[Batch]:
-        """Longest first, so each batch holds texts of similar length and padding stays small."""
+        """Longest first, so each batch holds texts of similar length and padding stays small.
+
+        A batch takes texts while it has fewer than ``batch_size`` rows and its padded size
+        (rows x its longest text) stays within ``max_batch_tokens``: the long texts come in
+        small batches, the short ones in full ones. Longest first also makes a batch that
+        does not fit in memory fail at once rather than at the end.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1 or None, got {max_batch_tokens}")
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
         group: list[int] = []
         for i in order:

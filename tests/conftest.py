@@ -68,3 +68,11 @@ def llama_onnx(tmp_path_factory, tiny_model_dir):
 
     return exported(tmp_path_factory, tiny_model_dir("llama"), "llama-mean",
                     query_instruction=QUERY_INSTRUCTION)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory):
+    """The fused-model cache of this test session, never the user's ~/.cache."""
+    if "LLM2VEC_RAG_CACHE" not in os.environ:
+        os.environ["LLM2VEC_RAG_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
