@@ -61,8 +61,11 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     export = subparsers.add_parser("export", help="fuse adapters, export to ONNX / TensorRT")
     sub = export.add_subparsers(dest="export_command", required=True)
     out = argparse.ArgumentParser(add_help=False)
-    out.add_argument("--out", required=True, help="output folder (must not exist)")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    out.add_argument("--out", required=True,
+                     help="output folder: new, or a previous export to replace with --overwrite")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace --out if it holds a previous llm2vec-rag export (never other "
+                          "files or the source model)")
 
     p = sub.add_parser("fuse", parents=[model_flags, out], help=cmd_fuse.__doc__,
                        description=cmd_fuse.__doc__)

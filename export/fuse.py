@@ -60,9 +60,10 @@ def fuse_adapters(
     ``llm2vec_config.json``; ``LLM2Vec.from_pretrained(out)`` reloads it without peft.
     ``load_kwargs`` go to ``LLM2Vec.from_pretrained`` (``gguf_file``, ``pooling``, ...).
     """
-    out = check_output(out, overwrite)
+    sources = [model, *(adapters or [])]
+    out = check_output(out, overwrite, sources)
     encoder = load_for_export(model, adapters, dtype=dtype, **load_kwargs)
-    with staged_output(out, overwrite) as tmp:
+    with staged_output(out, overwrite, "fuse", sources) as tmp:
         encoder.save_pretrained(tmp)
         base = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
         info = {"base": base, "adapters": [str(a) for a in (adapters or [])],

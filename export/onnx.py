@@ -76,7 +76,8 @@ def export_onnx(
     the output scale) or ``min_cosine`` (every row for fp32, the mean for fp16/int8), or if
     the graph is not bidirectional.
     """
-    out = check_output(out, overwrite)
+    sources = [model, *(adapters or [])]
+    out = check_output(out, overwrite, sources)
     variant = _VARIANTS.get(str(dtype).lower())
     if variant is None:
         raise ValueError(f"dtype must be fp32 or fp16 for ONNX export, got {dtype!r}")
@@ -99,7 +100,7 @@ def export_onnx(
         module = (copy.deepcopy(module) if not isinstance(model, (str, os.PathLike))
                   else module).half()
 
-    with staged_output(out, overwrite) as tmp:
+    with staged_output(out, overwrite, "onnx", sources) as tmp:
         stage = tmp / "_graph"
         stage.mkdir()
         _torch_export(module, stage / MODEL_FILE, batches[0], external_data, opset)
@@ -245,14 +246,14 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = 
     min_cosine = MIN_COSINE[method] if min_cosine is None else min_cosine
     from .runtime import OnnxLLM2Vec
 
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, [src])
     fp32 = OnnxLLM2Vec.from_pretrained(src, provider="cpu")
     if fp32.info.get("variant") != "fp32":
         raise ValueError(f"{str(src)!r} holds a {fp32.info.get('variant')} graph; int8 "
                          "quantization needs the fp32 export.")
     batches = validation_batches(fp32.preprocessor)
     reference = [fp32._forward_batch(b) for b in batches]
-    with staged_output(out, overwrite) as tmp:
+    with staged_output(out, overwrite, "onnx", [src]) as tmp:
         quantize_int8(fp32.model_path, tmp / MODEL_FILE, dynamic=method != "int8")
         for f in Path(src).iterdir():  # tokenizer and llm2vec config; not fp32 engines
             if f.is_file() and not f.name.startswith(MODEL_FILE) and f.name != TENSORRT_INFO:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .providers import open_session, provider_list, resolve_provider
-from .staging import OutputExistsError
+from .staging import OutputExistsError, make_staging
 from .validate import INPUT_NAMES, VALIDATION_INSTRUCTION, VALIDATION_TEXTS, agreement
 
 TENSORRT_INFO = "tensorrt.json"
@@ -108,7 +107,7 @@ def build_tensorrt(
         raise OutputExistsError(f"{str(folder / TENSORRT_INFO)!r} exists: an engine was built "
                                 "already. Pass overwrite=True (--overwrite) to rebuild it.")
     _, device_id = resolve_provider("tensorrt", device)  # clear error without TensorRT
-    staging = Path(tempfile.mkdtemp(prefix=f".{CACHE_DIR}.partial-", dir=folder))
+    staging = make_staging(folder, CACHE_DIR)
     try:
         options = tensorrt_options(staging, profile, fp16, workspace_gb)
         session = open_session(cpu.model_path,

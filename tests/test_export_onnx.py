@@ -150,11 +150,14 @@ def test_existing_output_refused_before_loading(tmp_path):
 
 def test_failed_validation_leaves_nothing_and_keeps_old_output(llama, tmp_path):
     """An impossible threshold fails validation: the previous folder survives intact."""
+    from llm2vec_rag.export.staging import MARKER
+
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("previous export")
+    (tmp_path / "out" / MARKER).write_text("{}")  # only a previous export may be replaced
     with pytest.raises(ExportValidationError, match="cosine"):
         export_onnx(llama, tmp_path / "out", overwrite=True, min_cosine=1.01)
-    assert sorted(os.listdir(tmp_path / "out")) == ["keep.txt"]
+    assert sorted(os.listdir(tmp_path / "out")) == [MARKER, "keep.txt"]
     assert leftovers(tmp_path) == []
 
 
