@@ -32,3 +32,6 @@ class Encoder(Protocol):
 
     def encode_documents(self, documents: str | Sequence[str], instruction: str | None = None,
                          **encode_kwargs: Any) -> np.ndarray: ...
+
+    def count_tokens(self, texts: str | Sequence[str],
+                     instruction: str | Sequence[str] | None = None) -> list[int]: ...
