@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
 API_KEY_ENV = "LLM2VEC_RAG_API_KEY"
@@ -53,10 +52,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
         batching=not args.no_batching, normalize=not args.no_normalize, api_key=key)
     failed: list[BaseException] = []
+    server: uvicorn.Server | None = None
 
     def on_load_error(err: BaseException) -> None:
         failed.append(err)
-        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down cleanly, then we exit 1
+        if server is not None:
+            server.should_exit = True  # uvicorn shuts down cleanly, then we exit non-zero
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     app = create_app(spec.load, settings, on_load_error=on_load_error)
@@ -67,7 +68,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=args.graceful_timeout,
                             access_log=args.access_log)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    # SIGTERM/SIGINT: uvicorn stops listening, answers in-flight requests (up to
+    # --graceful-timeout), runs the app's shutdown (the batcher drains), then re-raises the
+    # signal, so the process ends as terminated by it.
+    server.run()
     if failed:
         raise RuntimeError(f"the model failed to load: {failed[0]}")
     return 0

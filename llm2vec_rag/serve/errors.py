@@ -61,7 +61,9 @@ def from_validation(err: ValidationError | RequestValidationError,
         return APIError(400, f"missing required field {param!r}", param, "missing_field")
     given = first.get("input")
     hint = ""
-    if param.startswith(("input", "inputs")) and isinstance(given, (int, list)):
+    ids = isinstance(given, int) or (isinstance(given, list) and given
+                                     and all(isinstance(x, int) for x in given))
+    if param.startswith("input") and ids:
         hint = " (token-id input is not supported: send text)"
     shown = repr(given)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
