@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from .config import _POOLING_ALIASES, POOLING_MODES
 
 COMMAND_MODULES = ("llm2vec_rag.integrations.cli", "llm2vec_rag.export.cli",
-                   "llm2vec_rag.training.cli")
+                   "llm2vec_rag.training.cli", "llm2vec_rag.serve.cli")
 
 
 POOLING_CHOICES = (*POOLING_MODES, *_POOLING_ALIASES)
@@ -64,14 +64,21 @@ def use_default_model(args: argparse.Namespace) -> None:
 
 def load_encoder(args: argparse.Namespace):
     """The encoder the shared model flags describe (PyTorch, or ONNX Runtime with --onnx)."""
-    from .spec import load_encoder as load_by_name
+    return encoder_spec(args).load()
+
+
+def encoder_spec(args: argparse.Namespace, **options):
+    """The ``EncoderSpec`` of the shared model flags (``options``: extra loader arguments)."""
+    from .spec import EncoderSpec
 
     if getattr(args, "onnx", False):
-        return load_by_name(args.model, args.adapter, "onnx", device=args.device)
-    return load_by_name(args.model, args.adapter, "torch", gguf_file=args.gguf_file,
-                        pooling=args.pooling, max_length=args.max_length, device=args.device,
-                        dtype=args.dtype, enable_bidirectional=not args.causal,
-                        cache=bool(getattr(args, "cache", False)) or None)
+        return EncoderSpec(str(args.model), tuple(args.adapter), "onnx",
+                           dict(device=args.device, **options))
+    return EncoderSpec(str(args.model), tuple(args.adapter), "torch", dict(
+        gguf_file=args.gguf_file, pooling=args.pooling, max_length=args.max_length,
+        device=args.device, dtype=args.dtype,
+        enable_bidirectional=False if args.causal else None,
+        cache=bool(getattr(args, "cache", False)) or None, **options))
 
 
 def read_texts(path: str, field: str = "text") -> Iterator[str]:

@@ -85,6 +85,16 @@ class BaseEncoder:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
+    def count_tokens(self, texts: str | list[str],
+                     instruction: str | list[str] | None = None) -> list[int]:
+        """Tokens each text takes before truncation, instruction and special tokens included:
+        what a server bills (``usage``) and budgets batches with; above
+        ``config.max_length`` a text is truncated by ``encode``."""
+        texts = check_texts(texts)
+        instruction = check_instruction(instruction, len(texts))
+        with self._lock:
+            return self.preprocessor.count(texts, instruction)
+
     def _encode_into(self, out: np.ndarray, texts: list[str], instruction: str | list[str],
                      batch_size: int, show_progress: bool | None,
                      max_batch_tokens: int | None) -> None:

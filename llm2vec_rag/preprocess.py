@@ -132,6 +132,13 @@ class Preprocessor:
             text_lens = [len(ids) - self.lead - self.trail for ids in full]
         return [self._encode_one(ids, n) for ids, n in zip(full, text_lens)]
 
+    def count(self, texts: list[str], instruction: str | list[str] = "") -> list[int]:
+        """Tokens per text before truncation (special tokens, instruction and EOS included)."""
+        instructions = instruction if isinstance(instruction, list) else [instruction] * len(texts)
+        full = [(ins + " " if ins else "") + t for t, ins in zip(texts, instructions)]
+        ids = self.tokenizer(full, add_special_tokens=True)["input_ids"] if full else []
+        return [max(1, len(i) + int(self.append_eos)) for i in ids]
+
     def _encode_one(self, ids: list[int], n_text: int) -> Encoded:
         lead, body, trail = ids[: self.lead], ids[self.lead: len(ids) - self.trail], ids[
             len(ids) - self.trail:]
