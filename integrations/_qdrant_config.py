@@ -44,18 +44,37 @@ def distance(name: Any):
 
 
 def quantization(spec: Any):
-    """None, "scalar" (int8, 4x smaller), "binary" (32x smaller), or a qdrant config object."""
+    """None, "scalar"/"int8" (4x smaller), "binary"/"ubinary" (32x smaller), or a qdrant
+    config object; the names of ``encode(precision=...)``. Qdrant keeps the float vectors
+    too and rescores with them (see :func:`search_params`)."""
     from qdrant_client import models
 
     if spec is None or not isinstance(spec, str):
         return spec
-    if spec == "scalar":
+    if spec in ("scalar", "int8", "uint8"):
         return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
             type=models.ScalarType.INT8, always_ram=True))
-    if spec == "binary":
+    if spec in ("binary", "ubinary"):
         return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
-    raise ValueError(f"quantization must be 'scalar', 'binary', None or a qdrant_client "
-                     f"QuantizationConfig, got {spec!r}")
+    raise ValueError(f"quantization must be 'scalar' (or 'int8'), 'binary', None or a "
+                     f"qdrant_client QuantizationConfig, got {spec!r}")
+
+
+def search_params(quantization_config: Any, rescore: bool = True,
+                  oversampling: float | None = None):
+    """Search over the quantized vectors, then rescore the top ``k * oversampling`` with the
+    float ones (Qdrant's recommended use of quantization). None without quantization and
+    oversampling (a searcher that did not create the collection may give only oversampling;
+    Qdrant ignores it for a collection that is not quantized)."""
+    from qdrant_client import models
+
+    if quantization_config is None and oversampling is None:
+        return None
+    if oversampling is not None and oversampling < 1:
+        raise ValueError(f"oversampling must be >= 1 (candidates = k * oversampling), "
+                         f"got {oversampling}")
+    return models.SearchParams(quantization=models.QuantizationSearchParams(
+        rescore=rescore, oversampling=oversampling))
 
 
 def hnsw(spec: Any):

@@ -104,7 +104,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     try:
         client = _existing_collection(args)  # before the model loads: a typo fails at once
-        with _indexer(args, load_encoder(args), client=client) as indexer:
+        with _indexer(args, load_encoder(args), client=client, distance=args.distance,
+                      oversampling=args.oversampling) as indexer:
             hits = indexer.search(args.query, k=args.k, filter=flt or None,
                                   instruction=args.instruction)
     except ConnectionError as err:
@@ -145,7 +146,8 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                    help="delete documents that are no longer in the inputs")
     p.add_argument("--distance", default="cosine", help="cosine | dot | euclid | manhattan")
     p.add_argument("--on-disk", action="store_true", help="keep vectors on disk (server)")
-    p.add_argument("--quantization", choices=["scalar", "binary"], default=None)
+    p.add_argument("--quantization", choices=["scalar", "int8", "binary"], default=None,
+                   help="also store int8 (4x smaller) or 1-bit (32x) vectors; search rescores")
     p.add_argument("--hnsw-m", type=int, default=None)
     p.add_argument("--hnsw-ef-construct", type=int, default=None)
     p.add_argument("--shards", type=int, default=None, help="shard number (cluster)")
@@ -163,5 +165,9 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                    help="metadata filter (repeatable; the same key twice means any of)")
     p.add_argument("--instruction", default=None,
                    help="query instruction (default: the model's configured one)")
+    p.add_argument("--distance", default="cosine",
+                   help="the distance the collection was indexed with (default cosine)")
+    p.add_argument("--oversampling", type=float, default=None,
+                   help="quantized collection: rescore k * N candidates with float vectors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)

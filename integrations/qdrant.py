@@ -48,7 +48,8 @@ class QdrantIndexer:
                  chunk_size: int = 256, chunk_overlap: int | None = None, batch_size: int = 64,
                  max_batch_tokens: int | None = None,
                  retries: int = 5, backoff: float = 0.5, timeout: float | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, rescore: bool = True,
+                 oversampling: float | None = None) -> None:
         self.encoder = check_encoder(encoder)
         if not isinstance(collection, str) or not collection:
             raise ValueError(f"collection must be a non-empty name, got {collection!r}")
@@ -75,6 +76,8 @@ class QdrantIndexer:
             quantization=qc.quantization(quantization), shard_number=shard_number,
             replication_factor=replication_factor,
             payload_indexes=qc.payload_indexes(payload_indexes))
+        params = qc.search_params(self._create_args["quantization"], rescore, oversampling)
+        self._search_params = params if self._remote else None  # local mode is exact
         self._client_lock = threading.Lock()
         self._checked = False
 
@@ -235,7 +238,7 @@ class QdrantIndexer:
                                           show_progress=False)[0]
         res = self._call("search", self.client.query_points, self.collection,
                          query=vec.tolist(), limit=k, query_filter=qc.to_filter(filter),
-                         with_payload=True)
+                         with_payload=True, search_params=self._search_params)
         hits = []
         for p in res.points:
             payload = p.payload or {}

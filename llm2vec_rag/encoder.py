@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import EncoderConfig
 from .preprocess import Batch, Preprocessor, check_instruction, check_texts
+from .quantize import check_output_options, finish
 from .spec import EncoderSpec
 
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
@@ -63,6 +64,9 @@ class BaseEncoder:
         normalize: bool = False,
         show_progress: bool | None = None,
         max_batch_tokens: int | None = None,
+        precision: str = "float32",
+        truncate_dim: int | None = None,
+        ranges: np.ndarray | None = None,
     ) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
 
@@ -72,18 +76,18 @@ class BaseEncoder:
         ``max_batch_tokens`` padded tokens (default: ``self.max_batch_tokens``, chosen for the
         device; one text longer than the budget still forms its own batch).
         Empty strings are valid: the vector then pools the special tokens and instruction.
+        ``truncate_dim`` / ``precision`` (int8, uint8, binary, ubinary; int8 ranges from
+        ``ranges`` or this batch) are sentence-transformers' (``llm2vec_rag.quantize``).
         """
         texts = check_texts(texts)
         instruction = check_instruction(instruction, len(texts))
+        check_output_options(precision, truncate_dim, self.dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        with self._lock:
-            self._encode_into(out, texts, instruction, batch_size, show_progress,
-                              max_batch_tokens)
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        if texts:
+            with self._lock:
+                self._encode_into(out, texts, instruction, batch_size, show_progress,
+                                  max_batch_tokens)
+        return finish(out, normalize, truncate_dim, precision, ranges)
 
     def count_tokens(self, texts: str | list[str],
                      instruction: str | list[str] | None = None) -> list[int]:

@@ -235,11 +235,15 @@ class LLM2Vec(BaseEncoder):
         self.module = torch.compile(self.module, dynamic=True)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Merged weights (safetensors), tokenizer and llm2vec_config.json: reloadable offline."""
+        """Merged weights (safetensors), tokenizer and llm2vec_config.json: reloadable offline;
+        plus the sentence-transformers / TEI files (``llm2vec_rag.st_format``)."""
+        from .st_format import write_st_files
+
         os.makedirs(folder, exist_ok=True)
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         self.config.save(folder)
+        write_st_files(folder, self.config, self.dim)
 
     @torch.inference_mode()
     def _forward_batch(self, batch: Batch) -> np.ndarray:

@@ -36,16 +36,41 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Spearman correlation with human similarity ratings on the Lee documents (gensim)."""
+    """Lee similarity (default), retrieval on a BEIR folder (--beir), or MTEB tasks (--mteb)."""
     from llm2vec_rag.cli import load_encoder
 
     from .evaluate import lee_spearman
 
     encoder = load_encoder(args)
+    if args.beir:
+        return _eval_beir(args, encoder)
+    if args.mteb:
+        from llm2vec_rag.integrations.mteb import run_mteb
+
+        print(json.dumps(run_mteb(encoder, args.mteb, batch_size=args.batch_size,
+                                  output_folder=args.mteb_output)))
+        return 0
     rho = lee_spearman(encoder, args.data_dir, batch_size=args.batch_size)
     print(json.dumps({"benchmark": "lee", "spearman": round(rho, 4), "model": args.model,
                       "adapters": args.adapter, "pooling": encoder.config.pooling,
                       "bidirectional": not args.causal}))
+    return 0
+
+
+def _eval_beir(args: argparse.Namespace, encoder) -> int:
+    """One JSON line per setting: with the query instruction (if any) and without."""
+    from .retrieval import evaluate_beir
+
+    instruction = args.instruction if args.instruction is not None else (
+        encoder.config.query_instruction or "")
+    settings = [instruction, ""] if instruction else [""]
+    for ins in settings:
+        result = evaluate_beir(encoder, args.beir, split=args.split, instruction=ins,
+                               batch_size=args.batch_size)
+        print(json.dumps({"benchmark": "beir", "folder": args.beir, "split": args.split,
+                          "instruction": ins or None,
+                          **{k: round(v, 4) if isinstance(v, float) else v
+                             for k, v in result.items()}, "model": args.model}))
     return 0
 
 
@@ -65,9 +90,20 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                        help="override config keys, e.g. model=smol.gguf max_steps=10")
         p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("eval", parents=[model_flags], help="Lee similarity benchmark",
+    p = subparsers.add_parser("eval", parents=[model_flags],
+                              help="Lee similarity, BEIR retrieval or MTEB tasks",
                               description=cmd_eval.__doc__)
     p.add_argument("--data-dir", default="data/gensim",
                    help="folder with lee.cor and similarities0-1.txt")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--beir", default=None, metavar="DIR",
+                       help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv): "
+                            "nDCG@10, MRR@10, Recall@10/100, with and without the instruction")
+    which.add_argument("--mteb", nargs="+", default=None, metavar="TASK",
+                       help="MTEB task names (needs the mteb package and hub access)")
+    p.add_argument("--split", default="test", help="BEIR qrels split (default test)")
+    p.add_argument("--instruction", default=None,
+                   help="query instruction for --beir (default: the model's configured one)")
+    p.add_argument("--mteb-output", default=None, help="folder for MTEB's result files")
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_eval)
