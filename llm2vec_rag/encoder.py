@@ -11,6 +11,7 @@ import itertools
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,6 +19,9 @@ from tqdm.auto import tqdm
 from .config import EncoderConfig
 from .preprocess import Batch, Preprocessor, check_instruction, check_texts
 from .spec import EncoderSpec
+
+if TYPE_CHECKING:
+    from .pool import EncodePool
 
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
 
@@ -55,6 +59,7 @@ class BaseEncoder:
         normalize: bool = False,
         show_progress: bool | None = None,
         max_batch_tokens: int | None = None,
+        pool: EncodePool | None = None,
     ) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
 
@@ -62,15 +67,20 @@ class BaseEncoder:
         (what a server merging requests needs). ``show_progress=None`` shows a bar
         only for long inputs. ``max_batch_tokens`` caps padded tokens per batch (memory).
         Empty strings are valid: the vector then pools the special tokens and instruction.
+        ``pool`` (from ``start_multi_process_pool``) spreads the work over its workers.
         """
         texts = check_texts(texts)
         instruction = check_instruction(instruction, len(texts))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        with self._lock:
-            self._encode_into(out, texts, instruction, batch_size, show_progress,
-                              max_batch_tokens)
+        if pool is not None and len(texts) >= pool.min_texts:
+            out = pool.encode(texts, instruction, batch_size=batch_size,
+                              max_batch_tokens=max_batch_tokens)
+        else:
+            with self._lock:
+                self._encode_into(out, texts, instruction, batch_size, show_progress,
+                                  max_batch_tokens)
         if normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
@@ -100,6 +110,24 @@ class BaseEncoder:
         it = iter(texts)
         while chunk := list(itertools.islice(it, chunk_size)):
             yield self.encode(chunk, **encode_kwargs)
+
+    def start_multi_process_pool(self, target_devices: list[str] | None = None,
+                                 **pool_options) -> EncodePool:
+        """Worker processes, one per device (default: every GPU, else 4 CPU workers), each
+        loading this encoder from its ``spec``; pass the pool to ``encode(..., pool=pool)``.
+        Options: ``threads_per_worker``, ``chunk_size``, ``min_texts``, ``timeout``."""
+        from .pool import EncodePool
+
+        if self.spec is None:
+            raise ValueError("This encoder was built from objects in memory, so other "
+                             "processes cannot rebuild it: load it with from_pretrained(...) "
+                             "or start EncodePool(EncoderSpec(...)) directly")
+        return EncodePool(self.spec, target_devices, **pool_options)
+
+    @staticmethod
+    def stop_multi_process_pool(pool: EncodePool) -> None:
+        """Stop the pool's workers (also done by ``with pool:`` and at garbage collection)."""
+        pool.close()
 
     def encode_queries(self, queries: str | list[str], instruction: str | None = None,
                        **encode_kwargs) -> np.ndarray:
