@@ -154,10 +154,7 @@ class QdrantIndexer:
         self._checked = True
 
     def _doc_hash(self, doc: SourceDoc) -> str:
-        key = [doc.text, doc.metadata, self.chunker.size, self.chunker.overlap,
-               self.encoder.config.document_instruction, self.encoder.config.pooling,
-               getattr(self.encoder, "source", "")]  # another model: re-embed, never mix
-        return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return doc_hash(doc, self.chunker, self.encoder)
 
     # -- indexing ---------------------------------------------------------------------------
     def index(self, items: Any, *, prune: bool = False, show_progress: bool = True,
@@ -213,23 +210,14 @@ class QdrantIndexer:
             yield group
 
     def _plan(self, group, report: IndexReport):
-        """Skip documents stored whole with the same hash; list stale chunks to delete."""
-        firsts = [qc.point_id(d.id, 0) for d, _ in group]
-        lasts = [qc.point_id(d.id, len(c) - 1) for d, c in group]
+        return plan(group, self._stored(group), self._doc_hash, report)
+
+    def _stored(self, group) -> dict[str, dict]:
+        """Bookkeeping payload of the points ``plan`` looks at, by point id."""
         found = self._call("read existing points", self.client.retrieve, self.collection,
-                           list(dict.fromkeys(firsts + lasts)),
-                           with_payload=["doc_hash", "n_chunks"], with_vectors=False)
-        stored = {str(p.id): p.payload or {} for p in found}
-        todo, deletes = [], []
-        for (doc, chunks), first, last in zip(group, firsts, lasts):
-            h = self._doc_hash(doc)
-            if stored.get(last, {}).get("doc_hash") == h:
-                report.unchanged += 1
-                continue
-            old_n = int(stored.get(first, {}).get("n_chunks", 0))
-            deletes += [qc.point_id(doc.id, i) for i in range(len(chunks), old_n)]
-            todo.append((doc, chunks, h))
-        return todo, deletes
+                           plan_ids(group), with_payload=["doc_hash", "n_chunks"],
+                           with_vectors=False)
+        return {str(p.id): p.payload or {} for p in found}
 
     def _embed(self, texts: list[str]):
         if not texts:
@@ -237,16 +225,7 @@ class QdrantIndexer:
         return self.encoder.encode_documents(texts, normalize=True, show_progress=False)
 
     def _points(self, todo, vectors) -> list:
-        from qdrant_client import models
-
-        points, row = [], 0
-        for doc, chunks, h in todo:
-            for i, text in enumerate(chunks):
-                points.append(models.PointStruct(
-                    id=qc.point_id(doc.id, i), vector=vectors[row].tolist(),
-                    payload=qc.payload(doc.id, i, len(chunks), text, doc.metadata, h)))
-                row += 1
-        return points
+        return points(todo, vectors)
 
     def _prune(self, seen: set[str]) -> int:
         """Delete points of documents not seen in this run (only points this indexer wrote)."""
@@ -307,6 +286,53 @@ class QdrantIndexer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def doc_hash(doc: SourceDoc, chunker: TokenChunker, encoder) -> str:
+    """What a stored document is compared against: its content, chunking and encoder."""
+    key = [doc.text, doc.metadata, chunker.size, chunker.overlap,
+           encoder.config.document_instruction, encoder.config.pooling,
+           getattr(encoder, "source", "")]  # another model: re-embed, never mix
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def plan_ids(group) -> list[str]:
+    """The point ids whose stored payload ``plan`` needs: each document's first and last."""
+    firsts = [qc.point_id(d.id, 0) for d, _ in group]
+    lasts = [qc.point_id(d.id, len(c) - 1) for d, c in group]
+    return list(dict.fromkeys(firsts + lasts))
+
+
+def plan(group, stored: dict[str, dict], hash_fn, report: IndexReport):
+    """Skip documents stored whole with the same hash; list stale chunks to delete.
+
+    ``group``: (document, chunks) pairs; ``stored``: payload by point id (``plan_ids``).
+    Returns (todo: (document, chunks, hash) triples, point ids to delete).
+    """
+    todo, deletes = [], []
+    for doc, chunks in group:
+        h = hash_fn(doc)
+        if stored.get(qc.point_id(doc.id, len(chunks) - 1), {}).get("doc_hash") == h:
+            report.unchanged += 1
+            continue
+        old_n = int(stored.get(qc.point_id(doc.id, 0), {}).get("n_chunks", 0))
+        deletes += [qc.point_id(doc.id, i) for i in range(len(chunks), old_n)]
+        todo.append((doc, chunks, h))
+    return todo, deletes
+
+
+def points(todo, vectors) -> list:
+    """One ``PointStruct`` per chunk of the ``plan``'s todo, vectors in the same order."""
+    from qdrant_client import models
+
+    out, row = [], 0
+    for doc, chunks, h in todo:
+        for i, text in enumerate(chunks):
+            out.append(models.PointStruct(
+                id=qc.point_id(doc.id, i), vector=vectors[row].tolist(),
+                payload=qc.payload(doc.id, i, len(chunks), text, doc.metadata, h)))
+            row += 1
+    return out
 
 
 class _Uploader:
