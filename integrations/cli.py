@@ -59,7 +59,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size) as indexer:
             report = indexer.index(paths, prune=args.prune, show_progress=not args.no_progress,
                                    text_field=args.field, id_field=args.id_field,
-                                   one_per_line=args.one_per_line)
+                                   one_per_line=args.one_per_line, id_scope=args.id_scope)
     except ConnectionError as err:
         print(f"llm2vec-rag index: error: {err}", file=sys.stderr)
         return 1
@@ -109,6 +109,10 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                    help="each non-empty line of a text file is a document")
     p.add_argument("--field", default="text", help="JSONL field holding the text")
     p.add_argument("--id-field", default="id", help="JSONL field holding the document id")
+    p.add_argument("--id-scope", choices=["global", "file"], default="global",
+                   help="global: a JSONL id names one document across all files (repeats are "
+                        "reported duplicates, the last kept); file: ids are per file "
+                        "(stored as 'relative/path.jsonl#id')")
     p.add_argument("--prune", action="store_true",
                    help="delete documents that are no longer in the inputs")
     p.add_argument("--distance", default="cosine", help="cosine | dot | euclid | manhattan")

@@ -11,24 +11,22 @@ LangChain's and LlamaIndex's Qdrant vector stores read as they are.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from . import _qdrant_config as qc
 from ._encoder import check_encoder
+from ._plan import IndexReport, Job, RunPlan, encoder_fingerprint
 from .chunking import TokenChunker
-from .sources import Skipped, SourceDoc, iter_documents
+from .sources import iter_documents
 
-SPECIAL_TOKEN_MARGIN = 4  # BOS/EOS and friends, on top of a chunk's tokens
+__all__ = ["Hit", "IndexReport", "QdrantIndexer"]
 
 
 @dataclass
@@ -37,31 +35,6 @@ class Hit:
     text: str
     metadata: dict[str, Any]
     score: float
-
-
-@dataclass
-class IndexReport:
-    documents: int = 0  # documents read from the source
-    indexed: int = 0  # new or changed documents, embedded and written
-    unchanged: int = 0  # already in the collection with the same content: not re-embedded
-    chunks: int = 0  # points written
-    skipped: int = 0  # unreadable files, non-UTF-8 text, bad records, empty texts
-    pruned: int = 0  # points deleted: stale chunks and (prune=True) removed documents
-    seconds: float = 0.0
-    skipped_examples: list[tuple[str, str]] = field(default_factory=list)  # first 20
-
-    @property
-    def docs_per_s(self) -> float:
-        return self.documents / self.seconds if self.seconds else 0.0
-
-    def __str__(self) -> str:
-        lines = [f"{self.documents} documents ({self.indexed} indexed, {self.unchanged} "
-                 f"unchanged) -> {self.chunks} chunks written, {self.pruned} pruned, "
-                 f"{self.skipped} skipped, in {self.seconds:.1f}s ({self.docs_per_s:.1f} docs/s)"]
-        lines += [f"  skipped {src}: {why}" for src, why in self.skipped_examples]
-        if self.skipped > len(self.skipped_examples):
-            lines.append(f"  ... and {self.skipped - len(self.skipped_examples)} more")
-        return "\n".join(lines)
 
 
 class QdrantIndexer:
@@ -78,11 +51,12 @@ class QdrantIndexer:
         self.encoder = check_encoder(encoder)
         if not isinstance(collection, str) or not collection:
             raise ValueError(f"collection must be a non-empty name, got {collection!r}")
-        max_length = encoder.config.max_length
-        if chunk_size + SPECIAL_TOKEN_MARGIN > max_length:
-            raise ValueError(f"chunk_size={chunk_size} tokens does not fit the encoder's "
-                             f"max_length={max_length} (minus {SPECIAL_TOKEN_MARGIN} for special "
-                             f"tokens): use chunk_size <= {max_length - SPECIAL_TOKEN_MARGIN}")
+        room = encoder.max_text_tokens(encoder.config.document_instruction)
+        if isinstance(chunk_size, int) and chunk_size > room:
+            raise ValueError(f"chunk_size={chunk_size} tokens does not fit the encoder: "
+                             f"max_length={encoder.config.max_length} leaves {room} tokens for "
+                             f"a document's text (after special tokens and the document "
+                             f"instruction): use chunk_size <= {room}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.collection = collection
@@ -153,81 +127,75 @@ class QdrantIndexer:
                     f"(client.delete_collection({self.collection!r})).")
         self._checked = True
 
-    def _doc_hash(self, doc: SourceDoc) -> str:
-        return doc_hash(doc, self.chunker, self.encoder)
-
     # -- indexing ---------------------------------------------------------------------------
     def index(self, items: Any, *, prune: bool = False, show_progress: bool = True,
-              text_field: str = "text", id_field: str = "id",
-              one_per_line: bool = False) -> IndexReport:
+              text_field: str = "text", id_field: str = "id", one_per_line: bool = False,
+              id_scope: str = "global") -> IndexReport:
         """Index ``items``: a folder (.txt/.md/.jsonl inside), a file, or an iterable of
-        texts, ``{"id", "text", **metadata}`` dicts or paths. Memory stays flat in the corpus
-        size (``prune`` keeps the set of document ids). Returns an :class:`IndexReport`."""
+        texts, ``{"id", "text", **metadata}`` dicts or paths. Returns an :class:`IndexReport`
+        whose counts match what the collection holds afterwards.
+
+        A document is its id, compared as text (``1`` and ``"1"`` are one document). The same
+        id twice in one run is reported as a duplicate and the last record wins, wholly.
+        Ids of JSONL records are global: two files in one folder with the same ids are
+        duplicates, unless ``id_scope="file"`` prefixes each id with its file's relative
+        path. Unchanged documents (every chunk stored with the same hash) are skipped;
+        changed ones are replaced and their stale chunks deleted; ``prune=True`` deletes
+        documents no longer in ``items``. Memory grows by one small entry per document id.
+        """
         start = time.perf_counter()
         report = IndexReport()
         docs = iter_documents(items, text_field=text_field, id_field=id_field,
-                              one_per_line=one_per_line)
+                              one_per_line=one_per_line, id_scope=id_scope)
         self._ensure_collection(create=True)
-        seen: set[str] | None = set() if prune else None
-        uploader = _Uploader(self, report)
+        plan = self.run_plan(report)
+        uploader = _Uploader(self)
         bar = tqdm(disable=not show_progress, desc=f"index {self.collection}", unit="doc")
         try:
-            for group in self._groups(docs, report, seen):
-                todo, deletes = self._plan(group, report)
-                vectors = self._embed([c for _, chunks, _ in todo for c in chunks])
-                uploader.put(deletes, self._points(todo, vectors), len(todo))
-                bar.update(len(group))
+            for job in plan.jobs(docs):
+                uploader.put(job, self._embed(job.texts))
+                bar.update(job.n_read)
                 bar.set_postfix(chunks=report.chunks, skipped=report.skipped, refresh=False)
             uploader.close()
         finally:
             uploader.stop()
             bar.close()
-        if seen is not None:
-            report.pruned += self._prune(seen)
+        if prune:
+            report.pruned += self._prune(plan.is_seen)
         report.seconds = time.perf_counter() - start
         return report
 
-    def _groups(self, docs: Iterator, report: IndexReport,
-                seen: set[str] | None) -> Iterator[list[tuple[SourceDoc, list[str]]]]:
-        """Documents with their chunks, in groups of about ``batch_size`` chunks."""
-        group, n = [], 0
-        for doc in docs:
-            if isinstance(doc, Skipped):
-                report.skipped += 1
-                if len(report.skipped_examples) < 20:
-                    report.skipped_examples.append((doc.source, doc.reason))
-                continue
-            report.documents += 1
-            if seen is not None:
-                seen.add(doc.id)
-            chunks = self.chunker.chunk(doc.text)
-            group.append((doc, chunks))
-            n += len(chunks)
-            if n >= self.batch_size:
-                yield group
-                group, n = [], 0
-        if group:
-            yield group
+    def run_plan(self, report: IndexReport) -> RunPlan:
+        """The planner of one run against this collection (shared with the Ray indexer)."""
+        return RunPlan(self.chunker, encoder_fingerprint(self.encoder, self.chunker),
+                       self.read_stored, report, self.batch_size)
 
-    def _plan(self, group, report: IndexReport):
-        return plan(group, self._stored(group), self._doc_hash, report)
+    def read_stored(self, point_ids: list[str]) -> dict[str, dict]:
+        """``{point id: payload}`` (bookkeeping keys only) of the stored ones among ids."""
+        out: dict[str, dict] = {}
+        for i in range(0, len(point_ids), 1000):
+            found = self._call("read existing points", self.client.retrieve, self.collection,
+                               point_ids[i: i + 1000],
+                               with_payload=["doc_id", "doc_hash", "n_chunks"],
+                               with_vectors=False)
+            out.update((str(p.id), p.payload or {}) for p in found)
+        return out
 
-    def _stored(self, group) -> dict[str, dict]:
-        """Bookkeeping payload of the points ``plan`` looks at, by point id."""
-        found = self._call("read existing points", self.client.retrieve, self.collection,
-                           plan_ids(group), with_payload=["doc_hash", "n_chunks"],
-                           with_vectors=False)
-        return {str(p.id): p.payload or {} for p in found}
+    def write(self, job: Job, vectors) -> None:
+        """Apply one planned job: delete its stale points, then upsert its chunks."""
+        if job.deletes:
+            self._delete(job.deletes)
+        points = job.points(vectors)
+        if points:
+            self._call("upload points", self.client.upsert, self.collection, points=points,
+                       wait=True)
 
     def _embed(self, texts: list[str]):
         if not texts:
             return []
         return self.encoder.encode_documents(texts, normalize=True, show_progress=False)
 
-    def _points(self, todo, vectors) -> list:
-        return points(todo, vectors)
-
-    def _prune(self, seen: set[str]) -> int:
+    def _prune(self, is_seen) -> int:
         """Delete points of documents not seen in this run (only points this indexer wrote)."""
         stale, offset = [], None
         while True:
@@ -236,7 +204,7 @@ class QdrantIndexer:
                                       with_vectors=False)
             stale += [p.id for p in page
                       if (p.payload or {}).get("doc_id", None) is not None
-                      and p.payload["doc_id"] not in seen]
+                      and not is_seen(p.payload["doc_id"])]
             if offset is None:
                 break
         for i in range(0, len(stale), 1000):
@@ -288,90 +256,34 @@ class QdrantIndexer:
         self.close()
 
 
-def doc_hash(doc: SourceDoc, chunker: TokenChunker, encoder) -> str:
-    """What a stored document is compared against: its content, chunking and encoder."""
-    key = [doc.text, doc.metadata, chunker.size, chunker.overlap,
-           encoder.config.document_instruction, encoder.config.pooling,
-           getattr(encoder, "source", "")]  # another model: re-embed, never mix
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def plan_ids(group) -> list[str]:
-    """The point ids whose stored payload ``plan`` needs: each document's first and last."""
-    firsts = [qc.point_id(d.id, 0) for d, _ in group]
-    lasts = [qc.point_id(d.id, len(c) - 1) for d, c in group]
-    return list(dict.fromkeys(firsts + lasts))
-
-
-def plan(group, stored: dict[str, dict], hash_fn, report: IndexReport):
-    """Skip documents stored whole with the same hash; list stale chunks to delete.
-
-    ``group``: (document, chunks) pairs; ``stored``: payload by point id (``plan_ids``).
-    Returns (todo: (document, chunks, hash) triples, point ids to delete).
-    """
-    todo, deletes = [], []
-    for doc, chunks in group:
-        h = hash_fn(doc)
-        if stored.get(qc.point_id(doc.id, len(chunks) - 1), {}).get("doc_hash") == h:
-            report.unchanged += 1
-            continue
-        old_n = int(stored.get(qc.point_id(doc.id, 0), {}).get("n_chunks", 0))
-        deletes += [qc.point_id(doc.id, i) for i in range(len(chunks), old_n)]
-        todo.append((doc, chunks, h))
-    return todo, deletes
-
-
-def points(todo, vectors) -> list:
-    """One ``PointStruct`` per chunk of the ``plan``'s todo, vectors in the same order."""
-    from qdrant_client import models
-
-    out, row = [], 0
-    for doc, chunks, h in todo:
-        for i, text in enumerate(chunks):
-            out.append(models.PointStruct(
-                id=qc.point_id(doc.id, i), vector=vectors[row].tolist(),
-                payload=qc.payload(doc.id, i, len(chunks), text, doc.metadata, h)))
-            row += 1
-    return out
-
-
 class _Uploader:
-    """A background thread that deletes/upserts batches in order while the next one embeds.
+    """A background thread that applies jobs in order while the next one embeds.
 
-    The queue is bounded (2 batches), so memory stays flat when the store is slower.
+    The queue is bounded (2 jobs), so memory stays flat when the store is slower.
     """
 
-    def __init__(self, indexer: QdrantIndexer, report: IndexReport) -> None:
-        self.indexer, self.report = indexer, report
+    def __init__(self, indexer: QdrantIndexer) -> None:
+        self.indexer = indexer
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="qdrant-upload", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        ix = self.indexer
-        while (job := self.queue.get()) is not None:
+        while (item := self.queue.get()) is not None:
             if self.error is not None:
                 continue  # drain after a failure so that put() never blocks forever
-            deletes, points, n_docs = job
             try:
-                if deletes:
-                    ix._delete(deletes)
-                    self.report.pruned += len(deletes)
-                if points:
-                    ix._call("upload points", ix.client.upsert, ix.collection, points=points,
-                             wait=True)
-                self.report.chunks += len(points)
-                self.report.indexed += n_docs
+                self.indexer.write(*item)
             except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
                 self.error = err
 
-    def put(self, deletes: list, points: list, n_docs: int) -> None:
+    def put(self, job: Job, vectors) -> None:
         self._raise()
-        self.queue.put((deletes, points, n_docs))
+        self.queue.put((job, vectors))
 
     def close(self) -> None:
-        """Wait for every batch to be written; re-raise an upload failure."""
+        """Wait for every job to be written; re-raise an upload failure."""
         self.queue.put(None)
         self.thread.join()
         self._raise()

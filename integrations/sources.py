@@ -3,6 +3,11 @@
 Streams: nothing is read before it is needed. Bad files and records come out as
 ``Skipped`` (reported and counted by the indexer), never as a crash mid-run; programming
 errors in an in-memory iterable (a dict without text) raise at once.
+
+Document ids are text: a record's id may be a string or an integer (``1`` and ``"1"`` are
+the same document); a record without one gets ``file:line`` (JSONL), its relative path
+(text files) or a hash of its text. ``id_scope="file"`` prefixes JSONL ids with the file's
+path relative to the indexed folder (``"a.jsonl#1"``), so files may reuse ids.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class SourceDoc:
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # file:line or items[i], for reports
 
 
 @dataclass
@@ -36,10 +42,17 @@ def text_id(text: str) -> str:
     return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+ID_SCOPES = ("global", "file")
+
+
 def iter_documents(items: Any, *, text_field: str = "text", id_field: str = "id",
-                   one_per_line: bool = False) -> Iterator[SourceDoc | Skipped]:
+                   one_per_line: bool = False,
+                   id_scope: str = "global") -> Iterator[SourceDoc | Skipped]:
     """``items``: a path (folder, .txt/.md, .jsonl), or an iterable of texts, dicts, paths."""
-    opts = dict(text_field=text_field, id_field=id_field, one_per_line=one_per_line)
+    if id_scope not in ID_SCOPES:
+        raise ValueError(f"id_scope must be one of {ID_SCOPES}, got {id_scope!r}")
+    opts = dict(text_field=text_field, id_field=id_field, one_per_line=one_per_line,
+                id_scope=id_scope)
     if isinstance(items, (str, os.PathLike)):
         yield from _from_path(Path(items), **opts)
         return
@@ -62,11 +75,19 @@ def iter_documents(items: Any, *, text_field: str = "text", id_field: str = "id"
 def _doc_or_skip(doc_id: str, text: str, metadata: dict, where: str) -> SourceDoc | Skipped:
     if not text.strip():
         return Skipped(where, "empty text")
-    return SourceDoc(doc_id, text, metadata)
+    return SourceDoc(doc_id, text, metadata, where)
 
 
-def _from_record(rec: dict, where: str, text_field: str, id_field: str,
-                 strict: bool) -> SourceDoc | Skipped:
+def normalize_id(value: Any) -> str | None:
+    """A record's id as text, or None when it is not a usable id (strings and integers)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def _from_record(rec: dict, where: str, text_field: str, id_field: str, strict: bool,
+                 default_id: str | None = None, id_prefix: str = "") -> SourceDoc | Skipped:
     text = rec.get(text_field)
     if not isinstance(text, str):
         msg = f"needs a {text_field!r} string field, got {type(text).__name__}"
@@ -80,28 +101,39 @@ def _from_record(rec: dict, where: str, text_field: str, id_field: str,
         if strict:
             raise TypeError(f"{where}: metadata must be JSON-serialisable ({err})") from None
         return Skipped(where, f"metadata not JSON-serialisable: {err}")
-    doc_id = rec.get(id_field)
-    return _doc_or_skip(text_id(text) if doc_id is None else str(doc_id), text, metadata, where)
+    raw = rec.get(id_field)
+    if raw is None:
+        return _doc_or_skip(default_id or text_id(text), text, metadata, where)
+    doc_id = normalize_id(raw)
+    if doc_id is None:
+        msg = (f"{id_field!r} must be a non-empty string or an integer, got "
+               f"{type(raw).__name__} {raw!r:.40}")
+        if strict:
+            raise TypeError(f"{where}: {msg}")
+        return Skipped(where, msg)
+    return _doc_or_skip(id_prefix + doc_id, text, metadata, where)
 
 
-def _from_path(path: Path, *, text_field: str, id_field: str,
-               one_per_line: bool) -> Iterator[SourceDoc | Skipped]:
+def _from_path(path: Path, *, text_field: str, id_field: str, one_per_line: bool,
+               id_scope: str) -> Iterator[SourceDoc | Skipped]:
     if path.is_dir():
         for file in sorted(p for p in path.rglob("*") if not p.is_dir()):
             if file.suffix.lower() in (*TEXT_SUFFIXES, ".jsonl"):
                 yield from _from_file(file, file.relative_to(path).as_posix(), text_field,
-                                      id_field, one_per_line)
+                                      id_field, one_per_line, id_scope)
     elif path.exists():
-        yield from _from_file(path, path.as_posix(), text_field, id_field, one_per_line)
+        yield from _from_file(path, path.as_posix(), text_field, id_field, one_per_line,
+                              id_scope)
     else:
         raise FileNotFoundError(f"{path}: no such file or folder (to index a text itself, "
                                 f"pass a list of texts)")
 
 
-def _from_file(file: Path, rel: str, text_field: str, id_field: str,
-               one_per_line: bool) -> Iterator[SourceDoc | Skipped]:
+def _from_file(file: Path, rel: str, text_field: str, id_field: str, one_per_line: bool,
+               id_scope: str) -> Iterator[SourceDoc | Skipped]:
     if file.suffix.lower() == ".jsonl":
-        yield from _from_jsonl(file, rel, text_field, id_field)
+        yield from _from_jsonl(file, rel, text_field, id_field,
+                               f"{rel}#" if id_scope == "file" else "")
         return
     try:
         raw = file.read_bytes()
@@ -119,11 +151,12 @@ def _from_file(file: Path, rel: str, text_field: str, id_field: str,
         return
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            yield SourceDoc(f"{rel}:{n}", line, {"source": str(file), "line": n})
+            yield SourceDoc(f"{rel}:{n}", line, {"source": str(file), "line": n},
+                            f"{file}:{n}")
 
 
-def _from_jsonl(file: Path, rel: str, text_field: str,
-                id_field: str) -> Iterator[SourceDoc | Skipped]:
+def _from_jsonl(file: Path, rel: str, text_field: str, id_field: str,
+                id_prefix: str) -> Iterator[SourceDoc | Skipped]:
     try:
         stream = file.open("rb")
     except OSError as err:
@@ -148,6 +181,5 @@ def _from_jsonl(file: Path, rel: str, text_field: str,
                 yield Skipped(where, f"a JSON object expected, got {type(rec).__name__}")
                 continue
             rec.setdefault("source", str(file))
-            if id_field not in rec:
-                rec[id_field] = f"{rel}:{n}"
-            yield _from_record(rec, where, text_field, id_field, strict=False)
+            yield _from_record(rec, where, text_field, id_field, strict=False,
+                               default_id=f"{rel}:{n}", id_prefix=id_prefix)

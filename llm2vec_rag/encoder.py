@@ -102,6 +102,11 @@ class BaseEncoder:
                 out[batch.index] = self._forward_batch(batch)
                 bar.update(len(batch.index))
 
+    def max_text_tokens(self, instruction: str | None = None) -> int:
+        """How many tokens of text fit after the special tokens (BOS/EOS, the appended EOS of
+        eos pooling) and ``instruction``: longer texts are truncated. Chunkers size by it."""
+        return self.preprocessor.text_budget(check_instruction(instruction))
+
     def encode_iter(self, texts: Iterable[str], chunk_size: int = 1024,
                     **encode_kwargs) -> Iterator[np.ndarray]:
         """Stream: one ``(<=chunk_size, dim)`` array per chunk, memory flat in the stream size."""

@@ -100,6 +100,18 @@ class Preprocessor:
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
         self.lead, self.trail = _special_template(tokenizer)
 
+    def text_budget(self, instruction: str = "") -> int:
+        """Text tokens that fit in ``max_length`` beside the special-token template and
+        ``instruction`` (tokenized as ``encode`` does: ``instruction + " " + text``)."""
+        n_instruction = 0
+        if instruction:
+            probe = "a"
+            full = self.tokenizer(instruction + " " + probe, add_special_tokens=False)
+            alone = self.tokenizer(probe, add_special_tokens=False)
+            n_instruction = len(full["input_ids"]) - len(alone["input_ids"])
+        return max(0, self.max_length - self.lead - self.trail - int(self.append_eos)
+                   - n_instruction)
+
     def encode(self, texts: list[str], instruction: str | list[str] = "") -> list[Encoded]:
         """Token ids and embed spans; ``instruction`` is one for all or one per text."""
         if isinstance(instruction, list):  # per text: tokenize each instruction's group once
