@@ -11,6 +11,7 @@ import itertools
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,6 +20,9 @@ from .config import EncoderConfig
 from .preprocess import Batch, Preprocessor, check_instruction, check_texts
 from .quantize import check_output_options, finish
 from .spec import EncoderSpec
+
+if TYPE_CHECKING:
+    from .pool import EncodePool
 
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
 # Padded tokens per batch by default. On CPU, time is linear in padded tokens, so a budget
@@ -67,6 +71,7 @@ class BaseEncoder:
         precision: str = "float32",
         truncate_dim: int | None = None,
         ranges: np.ndarray | None = None,
+        pool: EncodePool | None = None,
     ) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
 
@@ -78,12 +83,16 @@ class BaseEncoder:
         Empty strings are valid: the vector then pools the special tokens and instruction.
         ``truncate_dim`` / ``precision`` (int8, uint8, binary, ubinary; int8 ranges from
         ``ranges`` or this batch) are sentence-transformers' (``llm2vec_rag.quantize``).
+        ``pool`` (from ``start_multi_process_pool``) spreads the work over its workers.
         """
         texts = check_texts(texts)
         instruction = check_instruction(instruction, len(texts))
         check_output_options(precision, truncate_dim, self.dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if texts:
+        if texts and pool is not None and len(texts) >= pool.min_texts:
+            out = pool.encode(texts, instruction, batch_size=batch_size,
+                              max_batch_tokens=max_batch_tokens)
+        elif texts:
             with self._lock:
                 self._encode_into(out, texts, instruction, batch_size, show_progress,
                                   max_batch_tokens)
@@ -131,6 +140,24 @@ class BaseEncoder:
         it = iter(texts)
         while chunk := list(itertools.islice(it, chunk_size)):
             yield self.encode(chunk, **encode_kwargs)
+
+    def start_multi_process_pool(self, target_devices: list[str] | None = None,
+                                 **pool_options) -> EncodePool:
+        """Worker processes, one per device (default: every GPU, else 4 CPU workers), each
+        loading this encoder from its ``spec``; pass the pool to ``encode(..., pool=pool)``.
+        Options: ``threads_per_worker``, ``chunk_size``, ``min_texts``, ``timeout``."""
+        from .pool import EncodePool
+
+        if self.spec is None:
+            raise ValueError("This encoder was built from objects in memory, so other "
+                             "processes cannot rebuild it: load it with from_pretrained(...) "
+                             "or start EncodePool(EncoderSpec(...)) directly")
+        return EncodePool(self.spec, target_devices, **pool_options)
+
+    @staticmethod
+    def stop_multi_process_pool(pool: EncodePool) -> None:
+        """Stop the pool's workers (also done by ``with pool:`` and at garbage collection)."""
+        pool.close()
 
     def encode_queries(self, queries: str | list[str], instruction: str | None = None,
                        **encode_kwargs) -> np.ndarray:

@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
+from test_export_common import leftovers
 
 from llm2vec_rag.cli import main
 from llm2vec_rag.export import OutputExistsError, fuse_adapters
 from llm2vec_rag.export.staging import MARKER
-from test_export_common import leftovers
 
 
 def fuse_cli(model: str, out, *extra: str) -> int:
