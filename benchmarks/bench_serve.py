@@ -61,7 +61,7 @@ async def load(url: str, concurrency: int, seconds: float, warmup: float, batch:
             end = time.perf_counter()
             if r.status_code != 200:
                 errors += 1
-            elif start >= measure_from and end <= stop_at:
+            elif measure_from <= end <= stop_at:  # completed inside the window
                 latencies.append(end - start)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -70,6 +70,8 @@ async def load(url: str, concurrency: int, seconds: float, warmup: float, batch:
     latencies.sort()
 
     def pct(p: float) -> float:
+        if not latencies:
+            return float("nan")
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
     return {"concurrency": concurrency, "batch": batch, "requests": len(latencies),
@@ -118,10 +120,10 @@ def main() -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--onnx-dir", default=None, help="folder of `llm2vec-rag export onnx`")
     p.add_argument("--levels", default="1,8,32,64", help="concurrent clients (short queries)")
-    p.add_argument("--doc-levels", default="1,8", help="concurrent clients sending documents")
-    p.add_argument("--doc-batch", type=int, default=16, help="documents per request")
+    p.add_argument("--doc-levels", default="1,4", help="concurrent clients sending documents")
+    p.add_argument("--doc-batch", type=int, default=8, help="documents per request")
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--max-batch-tokens", type=int, default=8192)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--modes", default="batched,unbatched")
