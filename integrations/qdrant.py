@@ -59,6 +59,12 @@ class QdrantIndexer:
                              f"max_length={encoder.config.max_length} leaves {room} tokens for "
                              f"a document's text (after special tokens and the document "
                              f"instruction): use chunk_size <= {room}")
+        for name, value in (("batch_size", batch_size), ("retries", retries)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+        if retries < 0 or backoff < 0:
+            raise ValueError(f"retries and backoff must be >= 0, got retries={retries}, "
+                             f"backoff={backoff}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.collection = collection
