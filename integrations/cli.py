@@ -121,7 +121,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         with _indexer(args, load_encoder(args), client=client, distance=args.distance,
                       oversampling=args.oversampling) as indexer:
             hits = indexer.search(args.query, k=args.k, filter=flt or None,
-                                  instruction=args.instruction)
+                                  instruction=args.instruction,
+                                  allow_other_encoder=args.allow_other_encoder)
     except (ConnectionError, QdrantServerError) as err:
         print(f"llm2vec-rag search: error: {err}", file=sys.stderr)
         return 1
@@ -183,5 +184,7 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                    help="the distance the collection was indexed with (default cosine)")
     p.add_argument("--oversampling", type=float, default=None,
                    help="quantized collection: rescore k * N candidates with float vectors")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per hit")
+    p.add_argument("--allow-other-encoder", action="store_true",
+                   help="search a collection another encoder wrote (refused by default)")
     p.set_defaults(func=cmd_search)
