@@ -139,6 +139,26 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     return (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError)
 
 
+class QdrantServerError(RuntimeError):
+    """A Qdrant server answered with an error status: the message names URL, status, fix."""
+
+
+def server_error(err, what: str, where: str) -> QdrantServerError:
+    """One line for an HTTP error status (the API key is never part of it)."""
+    status, reason = err.status_code, getattr(err, "reason_phrase", "") or ""
+    if status in (401, 403):
+        fix = ("check the API key: set QDRANT_API_KEY to the server's key"
+               if status == 401 else "the API key lacks the permission (a read-only key?)")
+    elif status == 404:
+        fix = ("check the URL: it should be the server's root, e.g. http://host:6333, "
+               "without a path (a proxy prefix or another service answers 404)")
+    else:
+        body = bytes(getattr(err, "content", b"") or b"")[:200].decode("utf-8", "replace")
+        fix = f"the server said: {' '.join(body.split()) or 'nothing'}"
+    return QdrantServerError(f"Qdrant at {where} refused to {what}: HTTP {status} {reason}"
+                             f"".rstrip() + f"; {fix}.")
+
+
 def with_retries(fn, what: str, where: str, retries: int, backoff: float):
     """``fn()`` with bounded exponential backoff on connection errors, then a clear error."""
     from qdrant_client.http.exceptions import UnexpectedResponse
@@ -151,11 +171,13 @@ def with_retries(fn, what: str, where: str, retries: int, backoff: float):
         except (*errors, UnexpectedResponse) as err:
             status = getattr(err, "status_code", None)
             if isinstance(err, UnexpectedResponse) and status not in (429, 502, 503, 504):
-                raise
+                raise server_error(err, what, where) from None
             if attempt == retries:
+                cause = (f"HTTP {status}" if isinstance(err, UnexpectedResponse)
+                         else f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
                 raise ConnectionError(
                     f"Qdrant at {where} failed to {what} after {retries + 1} attempts "
-                    f"({type(err).__name__}: {str(err)[:200]}). Check that the server is up "
+                    f"({cause}). Check that the server is up "
                     f"and the URL is right; re-running the same command resumes the job "
                     f"without duplicates.") from err
             logger.warning("Qdrant %s failed (%s), retry %d/%d in %.1fs", what,

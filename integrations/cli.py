@@ -11,6 +11,19 @@ import json
 import sys
 from pathlib import Path
 
+from ._qdrant_config import QdrantServerError
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
 
 def _store_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
@@ -21,7 +34,8 @@ def _store_flags() -> argparse.ArgumentParser:
                        help="embedded store folder (default: ./qdrant_data)")
     where.add_argument("--qdrant-url", default=None,
                        help="Qdrant server, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY)")
-    g.add_argument("--retries", type=int, default=5, help="server retries on connection errors")
+    g.add_argument("--retries", type=_count, default=5,
+                   help="server retries on connection errors (>= 0, default 5)")
     return p
 
 
@@ -85,7 +99,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             report = indexer.index(paths, prune=args.prune, show_progress=not args.no_progress,
                                    text_field=args.field, id_field=args.id_field,
                                    one_per_line=args.one_per_line, id_scope=args.id_scope)
-    except ConnectionError as err:
+    except (ConnectionError, QdrantServerError) as err:
         print(f"llm2vec-rag index: error: {err}", file=sys.stderr)
         return 1
     print(report, file=sys.stderr)
@@ -107,8 +121,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         with _indexer(args, load_encoder(args), client=client, distance=args.distance,
                       oversampling=args.oversampling) as indexer:
             hits = indexer.search(args.query, k=args.k, filter=flt or None,
-                                  instruction=args.instruction)
-    except ConnectionError as err:
+                                  instruction=args.instruction,
+                                  allow_other_encoder=args.allow_other_encoder)
+    except (ConnectionError, QdrantServerError) as err:
         print(f"llm2vec-rag search: error: {err}", file=sys.stderr)
         return 1
     for rank, hit in enumerate(hits, 1):
@@ -169,5 +184,7 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                    help="the distance the collection was indexed with (default cosine)")
     p.add_argument("--oversampling", type=float, default=None,
                    help="quantized collection: rescore k * N candidates with float vectors")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per hit")
+    p.add_argument("--allow-other-encoder", action="store_true",
+                   help="search a collection another encoder wrote (refused by default)")
     p.set_defaults(func=cmd_search)

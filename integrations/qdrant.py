@@ -59,6 +59,12 @@ class QdrantIndexer:
                              f"max_length={encoder.config.max_length} leaves {room} tokens for "
                              f"a document's text (after special tokens and the document "
                              f"instruction): use chunk_size <= {room}")
+        for name, value in (("batch_size", batch_size), ("retries", retries)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+        if retries < 0 or backoff < 0:
+            raise ValueError(f"retries and backoff must be >= 0, got retries={retries}, "
+                             f"backoff={backoff}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.collection = collection
@@ -80,6 +86,7 @@ class QdrantIndexer:
         self._search_params = params if self._remote else None  # local mode is exact
         self._client_lock = threading.Lock()
         self._checked = False
+        self._recorded: dict = {}
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, what: str, fn, *args, **kwargs):
@@ -108,13 +115,16 @@ class QdrantIndexer:
                                                           on_disk=args["on_disk"] or None),
                        hnsw_config=args["hnsw"], quantization_config=args["quantization"],
                        shard_number=args["shard_number"],
-                       replication_factor=args["replication_factor"])
+                       replication_factor=args["replication_factor"],
+                       metadata=self._encoder_record())
+            self._recorded = self._encoder_record()
             indexes = {"doc_id": "keyword", **args["payload_indexes"]} if self._remote else {}
             for key, schema in indexes.items():  # local mode has no payload indexes
                 self._call("create a payload index", self.client.create_payload_index,
                            self.collection, key, field_schema=schema)
         else:
             info = self._call("read the collection", self.client.get_collection, self.collection)
+            self._recorded = getattr(info.config, "metadata", None) or {}
             vectors = info.config.params.vectors
             if isinstance(vectors, dict) and list(vectors) == [""]:
                 vectors = vectors[""]  # langchain-qdrant's spelling of the unnamed vector
@@ -131,6 +141,25 @@ class QdrantIndexer:
                     f"Index into a new collection, or delete this one first "
                     f"(client.delete_collection({self.collection!r})).")
         self._checked = True
+
+    def _encoder_record(self) -> dict:
+        """Collection metadata naming the encoder that wrote the vectors (search checks it)."""
+        cfg = self.encoder.config
+        return {"llm2vec_rag_encoder": getattr(self.encoder, "source", ""),
+                "llm2vec_rag_pooling": cfg.pooling,
+                "llm2vec_rag_document_instruction": cfg.document_instruction}
+
+    def _check_search_encoder(self) -> None:
+        recorded = self._recorded.get("llm2vec_rag_encoder")
+        mine = getattr(self.encoder, "source", "")
+        if recorded is None or not mine or recorded == mine:
+            return  # a collection another tool wrote records no encoder: nothing to compare
+        raise ValueError(
+            f"Collection {self.collection!r} at {self._where} was written by the encoder "
+            f"{recorded!r}, but this search uses {mine!r}: its vectors would be compared with "
+            f"another model's and the hits would be meaningless. Search with the model that "
+            f"indexed it, re-index with this one, or pass allow_other_encoder=True "
+            f"(--allow-other-encoder) if the two are known to share a vector space.")
 
     # -- indexing ---------------------------------------------------------------------------
     def index(self, items: Any, *, prune: bool = False, show_progress: bool = True,
@@ -167,6 +196,13 @@ class QdrantIndexer:
             bar.close()
         if prune:
             report.pruned += self._prune(plan.is_seen)
+        if self._recorded != self._encoder_record():  # documents are re-embedded on change
+            try:
+                self._call("record the encoder", self.client.update_collection,
+                           self.collection, metadata=self._encoder_record())
+                self._recorded = self._encoder_record()
+            except qc.QdrantServerError as err:  # a server without collection metadata
+                qc.logger.warning("could not record the encoder in the collection: %s", err)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -226,14 +262,20 @@ class QdrantIndexer:
 
     # -- search -----------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, filter: Any = None,
-               instruction: str | None = None) -> list[Hit]:
+               instruction: str | None = None, allow_other_encoder: bool = False) -> list[Hit]:
         """Top ``k`` chunks for ``query`` (encoded with the query instruction), best first.
-        ``filter``: ``{"metadata_key": value or [values]}`` or a qdrant ``models.Filter``."""
+        ``filter``: ``{"metadata_key": value or [values]}`` or a qdrant ``models.Filter``.
+        Refuses a collection whose metadata records another encoder, unless
+        ``allow_other_encoder``."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"k must be an integer, got {k!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self._ensure_collection(create=False)
+        if not allow_other_encoder:
+            self._check_search_encoder()
         vec = self.encoder.encode_queries([query], instruction=instruction, normalize=True,
                                           show_progress=False)[0]
         res = self._call("search", self.client.query_points, self.collection,

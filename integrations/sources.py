@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm2vec_rag.preprocess import unencodable
+
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 
 
@@ -39,7 +41,7 @@ class Skipped:
 
 def text_id(text: str) -> str:
     """A document without an id is identified by its text."""
-    return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
+    return "sha1:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 ID_SCOPES = ("global", "file")
@@ -75,6 +77,11 @@ def iter_documents(items: Any, *, text_field: str = "text", id_field: str = "id"
 def _doc_or_skip(doc_id: str, text: str, metadata: dict, where: str) -> SourceDoc | Skipped:
     if not text.strip():
         return Skipped(where, "empty text")
+    for what, value in (("text", text), ("id", doc_id)):
+        if not value.isascii() and (why := unencodable(value)):
+            return Skipped(where, f"{what} {why}")
+    if metadata and (why := unencodable(json.dumps(metadata, ensure_ascii=False))):
+        return Skipped(where, f"metadata {why}")
     return SourceDoc(doc_id, text, metadata, where)
 
 

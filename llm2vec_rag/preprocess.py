@@ -45,10 +45,24 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
     return tokenizer
 
 
+def unencodable(text: str) -> str | None:
+    """Why ``text`` cannot be tokenized (a lone surrogate: not valid Unicode), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"contains a lone surrogate {text[err.start]!r} at character {err.start}, "
+                f"which is not valid Unicode (often a JSON \\ud800 escape or a bad decode): "
+                f"fix or drop it")
+    return None
+
+
 def check_texts(texts: object) -> list[str]:
     """A list of strings, or a clear error naming the first bad item."""
+    if isinstance(texts, (bytes, bytearray, memoryview)):
+        raise TypeError(f"texts is {type(texts).__name__}, not text: decode it first, e.g. "
+                        f"data.decode('utf-8')")
     if isinstance(texts, str):
-        return [texts]
+        texts = [texts]
     if texts is None or not isinstance(texts, Sequence):
         raise TypeError(
             f"texts must be a string or a list of strings, got {type(texts).__name__}. "
@@ -58,7 +72,11 @@ def check_texts(texts: object) -> list[str]:
         if not isinstance(t, str):
             hint = " (nested lists are not accepted: flatten them first)" if isinstance(
                 t, (list, tuple)) else ""
+            if isinstance(t, (bytes, bytearray)):
+                hint = " (bytes: decode them first, e.g. t.decode('utf-8'))"
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str{hint}: {t!r:.80}")
+        if not t.isascii() and (why := unencodable(t)):
+            raise ValueError(f"texts[{i}] {why}")
     return list(texts)
 
 

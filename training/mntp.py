@@ -19,7 +19,7 @@ from .base import add_lora, model_source, torch_dtype, training_tokenizer
 from .config import MNTPConfig, load_config
 from .data import load_texts, token_blocks
 from .losses import mntp_loss
-from .trainer import run_stage
+from .trainer import resume_checkpoint, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def train_mntp(config: MNTPConfig | dict | str, callbacks: list[TrainerCallback]
                ) -> str:
     """Run MNTP; returns the output folder (a LoRA adapter for the bare base decoder)."""
     cfg = config if isinstance(config, MNTPConfig) else load_config("mntp", config)
+    resume_checkpoint(cfg)  # refuse another run's checkpoint before loading anything
     tokenizer = training_tokenizer(cfg)
     mask_id = mask_token_id(tokenizer, cfg.mask_token)
     texts = load_texts(cfg.data, cfg.text_field, cfg.split, cfg.max_texts)

@@ -19,7 +19,7 @@ from .base import add_lora, load_base_encoder, set_attention_dropout, training_t
 from .config import SimCSEConfig, load_config
 from .data import load_texts, split_sentences
 from .losses import contrastive_loss
-from .trainer import run_stage
+from .trainer import resume_checkpoint, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def train_simcse(config: SimCSEConfig | dict | str,
                  callbacks: list[TrainerCallback] | None = None) -> str:
     """Run SimCSE on ``cfg.model`` with ``cfg.adapters`` (the MNTP adapter) merged first."""
     cfg = config if isinstance(config, SimCSEConfig) else load_config("simcse", config)
+    resume_checkpoint(cfg)  # refuse another run's checkpoint before loading anything
     tokenizer = training_tokenizer(cfg)
     texts = simcse_texts(cfg)
     logger.info("SimCSE on %d texts", len(texts))

@@ -24,7 +24,7 @@ from .data import Example, load_examples
 from .gradcache import grad_cache_step
 from .losses import contrastive_loss
 from .simcse import embed, tensors
-from .trainer import run_stage
+from .trainer import resume_checkpoint, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def train_supervised(config: SupervisedConfig | dict | str,
                      callbacks: list[TrainerCallback] | None = None) -> str:
     """Run supervised contrastive training on top of ``cfg.adapters`` (MNTP, maybe SimCSE)."""
     cfg = config if isinstance(config, SupervisedConfig) else load_config("supervised", config)
+    resume_checkpoint(cfg)  # refuse another run's checkpoint before loading anything
     tokenizer = training_tokenizer(cfg)
     examples = load_examples(cfg.data, cfg.num_negatives, cfg.split, cfg.query_instruction)
     if cfg.max_texts is not None:

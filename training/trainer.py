@@ -24,6 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from llm2vec_rag.config import EncoderConfig
 
 from .config import TrainConfig
+from .run_record import RecordRun, check_resume, clear_checkpoints, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -156,14 +157,21 @@ def cast_adapter(folder: str, dtype: str) -> None:
 
 
 def resume_checkpoint(cfg: TrainConfig) -> str | None:
-    """``auto``: the last checkpoint in output_dir if any; ``true``: it must exist."""
+    """``auto``: the last checkpoint in output_dir if any, when its recorded settings match
+    (see ``run_record``); ``true``: it must exist; ``false``: start over (old checkpoints
+    removed)."""
     if cfg.resume == "false":
+        for path in clear_checkpoints(cfg.output_dir):
+            logger.warning("resume=false: removed the old checkpoint %s", path)
         return None
     if cfg.resume not in ("auto", "true"):
+        check_resume(cfg, cfg.resume)
         return cfg.resume
     last = get_last_checkpoint(cfg.output_dir) if os.path.isdir(cfg.output_dir) else None
     if last is None and cfg.resume == "true":
         raise FileNotFoundError(f"resume=true but {cfg.output_dir!r} holds no checkpoint-*")
+    if last is not None:
+        check_resume(cfg, last)
     return last
 
 
@@ -171,13 +179,15 @@ def run_stage(cfg: TrainConfig, model, dataset: Dataset, collator: Callable, los
               step_fn: StepFn | None = None, sampler_fn: Callable[[int], Sampler] | None = None,
               callbacks: list[TrainerCallback] | None = None) -> str:
     """Train ``model`` (a PeftModel) and write the adapter, configs, CSV log and loss curve."""
+    checkpoint = resume_checkpoint(cfg)  # refuses another run's checkpoint before any work
     os.makedirs(cfg.output_dir, exist_ok=True)
+    write_record(cfg, cfg.output_dir)
     trainer = StageTrainer(
         model=model, args=training_arguments(cfg), train_dataset=dataset,
         data_collator=collator, loss_fn=loss_fn, step_fn=step_fn, sampler_fn=sampler_fn,
-        callbacks=[CSVLogCallback(os.path.join(cfg.output_dir, LOG_CSV)), *(callbacks or [])],
+        callbacks=[RecordRun(cfg), CSVLogCallback(os.path.join(cfg.output_dir, LOG_CSV)),
+                   *(callbacks or [])],
     )
-    checkpoint = resume_checkpoint(cfg)
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
