@@ -42,6 +42,7 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int, options: d
     warnings.simplefilter("ignore")  # long texts are truncated at 512 on purpose
     with open(corpus_path, encoding="utf-8") as f:
         texts = json.load(f)
+    batch_size = options.pop("batch_size", batch_size)
     if kind == "ours":
         from llm2vec_rag import LLM2Vec
 
@@ -115,7 +116,8 @@ def padded_tokens(model, texts: list[str], batch_size: int, options: dict) -> di
     pre = model.preprocessor
     enc = pre.encode(texts)
     budget = options.get("max_batch_tokens", model.max_batch_tokens)
-    ours = sum(b.input_ids.size for b in pre.batches(enc, batch_size, budget))
+    rows = options.get("batch_size", batch_size)
+    ours = sum(b.input_ids.size for b in pre.batches(enc, rows, budget))
     # The reference sorts by characters, then pads each batch of batch_size to its longest.
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     ref = sum(len(chunk) * max(len(enc[i].ids) for i in chunk)

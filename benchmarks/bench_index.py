@@ -57,11 +57,13 @@ print(base / 2**20, max(peak[0], base) / 2**20, report.seconds)
 """
 
 
-def throughput(model: str, limit: int, runs: int, chunk_size: int) -> dict:
+def throughput(model: str, limit: int, runs: int, chunk_size: int, batch_size: int = 64,
+               max_batch_tokens: int | None = None) -> dict:
     from llm2vec_rag import LLM2Vec
     from llm2vec_rag.integrations.qdrant import QdrantIndexer
 
-    encoder = LLM2Vec.from_pretrained(model, device="cpu")
+    encoder = LLM2Vec.from_pretrained(model, device="cpu", cache=True)
+    encode_options = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
     with open(DATA, encoding="utf-8") as f:
         docs = [{"id": f"lee-{n}", "text": line.strip()}
                 for n, line in enumerate(f) if line.strip()][:limit]
@@ -71,10 +73,11 @@ def throughput(model: str, limit: int, runs: int, chunk_size: int) -> dict:
     encode_rates, index_rates = [], []
     for _ in range(runs):
         start = time.perf_counter()
-        encoder.encode_documents(chunks, normalize=True, show_progress=False)
+        encoder.encode_documents(chunks, normalize=True, show_progress=False, **encode_options)
         encode_rates.append(len(docs) / (time.perf_counter() - start))
         with tempfile.TemporaryDirectory() as tmp, QdrantIndexer(
-                encoder, path=os.path.join(tmp, "q"), chunk_size=chunk_size) as ix:
+                encoder, path=os.path.join(tmp, "q"), chunk_size=chunk_size,
+                **encode_options) as ix:
             report = ix.index(docs, show_progress=False)
             assert report.indexed == len(docs)
             index_rates.append(report.docs_per_s)
@@ -101,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="articles (default 300, quick 20)")
     p.add_argument("--runs", type=int, default=None, help="runs, median taken (default 3)")
     p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64, help="chunks per encode batch")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="token budget per encode batch (default: the encoder's)")
+    p.add_argument("--no-memory", action="store_true", help="throughput only")
     p.add_argument("--sizes", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
                    help="documents for the memory runs (default 1000 20000, quick 200 2000)")
     args = p.parse_args(argv)
@@ -109,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ((200, 2000) if args.quick else (1000, 20000))
     args.model = args.model or smollm2_gguf()
 
-    t = throughput(args.model, limit, runs, args.chunk_size)
-    mem = {n: peak_rss(n) for n in sizes}
+    t = throughput(args.model, limit, runs, args.chunk_size, args.batch_size,
+                   args.max_batch_tokens)
+    mem = {} if args.no_memory else {n: peak_rss(n) for n in sizes}
     command = " ".join(["python", "benchmarks/bench_index.py", *map(shlex.quote, argv
                                                                      or sys.argv[1:])])
     print(f"\n`{command}`  ({'QUICK, noisy' if args.quick else 'full'}; "
