@@ -5,6 +5,7 @@ SIGKILLed actor still ends with exactly the expected points."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -248,3 +249,31 @@ def test_a_killed_driver_resumes_without_loss_or_duplicates(model, encoder, tmp_
     assert documents == n and indexed + unchanged == n  # nothing lost
     assert unchanged > 0 and indexed > 0  # it resumed mid-way
     assert len(got) == want.chunks
+
+
+def test_cli_index_with_ray_matches_the_plain_cli(cluster, model, tmp_path, capsys):
+    from llm2vec_rag.cli import main
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, text in enumerate(CORPUS[:4]):
+        (folder / f"note{i}.md").write_text(text * 3, encoding="utf-8")
+    (folder / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
+    (folder / "recs.jsonl").write_text("\n".join(
+        json.dumps({"id": i, "text": CORPUS[i], "lang": "en"}) for i in range(5)) + "\n")
+    common = [str(folder), "--model", model, "--collection", "kb", "--chunk-size", "16",
+              "--no-progress"]
+    assert main(["index", *common, "--qdrant-path", str(tmp_path / "a"), "--ray",
+                 "--workers", "1"]) == 0
+    ray_report = capsys.readouterr().err
+    assert main(["index", *common, "--qdrant-path", str(tmp_path / "b")]) == 0
+    plain_report = capsys.readouterr().err
+    import re
+
+    def counts(err: str) -> str:  # the report line, without its timing
+        return re.search(r"^\d+ documents .*? skipped", err, re.M).group(0)
+
+    assert counts(ray_report) == counts(plain_report)
+    assert "1 skipped" in ray_report and "not UTF-8" in ray_report
+    a, b = points(str(tmp_path / "a")), points(str(tmp_path / "b"))
+    assert a.keys() == b.keys() and all(a[p][0] == b[p][0] for p in a) and len(a) > 9
