@@ -89,6 +89,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     hnsw = {k: v for k, v in (("m", args.hnsw_m), ("ef_construct", args.hnsw_ef_construct))
             if v is not None}
     try:
+        if args.ray:
+            from .ray_cli import index_with_ray
+
+            print(index_with_ray(args, paths, distance=args.distance, on_disk=args.on_disk,
+                                 hnsw=hnsw or None, quantization=args.quantization,
+                                 shard_number=args.shards, replication_factor=args.replicas,
+                                 payload_indexes=_payload_indexes(args.payload_index)),
+                  file=sys.stderr)
+            return 0
         with _indexer(args, load_encoder(args), distance=args.distance, on_disk=args.on_disk,
                       hnsw=hnsw or None, quantization=args.quantization,
                       shard_number=args.shards, replication_factor=args.replicas,
@@ -170,6 +179,9 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--payload-index", action="append", default=[], metavar="KEY[:TYPE]",
                    help="index a metadata key on the server (repeatable; TYPE default keyword)")
     p.add_argument("--no-progress", action="store_true")
+    from .ray_cli import add_flags
+
+    add_flags(p)
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", parents=[model_flags, store], help=cmd_search.__doc__,

@@ -5,6 +5,7 @@ SIGKILLed actor still ends with exactly the expected points."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -173,3 +174,106 @@ def test_a_sigkilled_actor_is_restarted_and_the_points_are_exact(cluster, model,
     assert got.keys() == ref.keys() and len(got) == want.chunks == report.chunks
     assert report.documents == report.indexed == 120
     assert all(got[p][0] == ref[p][0] for p in got)
+
+
+DRIVER = r"""
+import sys, time
+import ray
+from llm2vec_rag.integrations.ray import index_dataset
+from test_ray import docs, _slow
+
+model, store, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+         runtime_env={"env_vars": {"PYTHONPATH": sys.path[0] or "."}})
+report = index_dataset(ray.data.from_items(docs(n)).map(_slow), model, collection="kb",
+                       path=store, chunk_size=16, batch_size=8)
+print("REPORT", report.documents, report.indexed, report.unchanged, report.chunks, flush=True)
+"""
+
+
+def _stored_rows(store: str) -> int:
+    """Points the embedded store has persisted so far (its SQLite file, read-only)."""
+    import sqlite3
+
+    db = os.path.join(store, "collection", "kb", "storage.sqlite")
+    if not os.path.isfile(db):
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _run_driver(model: str, store: str, n: int, kill: bool = False):
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": tests}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, model, store, str(n)], cwd=tests,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if not kill:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+        return [int(x) for x in out.split("REPORT")[1].split()]
+    me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _stored_rows(store) < 20:  # mid-run
+        time.sleep(0.1)
+    kids = me.children(recursive=True)  # its Ray cluster: ended with it, by pid
+    assert proc.poll() is None, "the driver finished before the kill"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    proc.stdout.close()
+    proc.stderr.close()
+    for kid in kids:
+        try:
+            kid.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(kids, timeout=30)
+    return None
+
+
+def test_a_killed_driver_resumes_without_loss_or_duplicates(model, encoder, tmp_path):
+    store, n = str(tmp_path / "d"), 150
+    _run_driver(model, store, n, kill=True)
+    partial = points(store)
+    assert partial, "nothing was written before the kill"
+    documents, indexed, unchanged, chunks = _run_driver(model, store, n)
+    with QdrantIndexer(encoder, "kb", path=str(tmp_path / "ref"), chunk_size=CHUNK) as ix:
+        want = ix.index(docs(n), show_progress=False)
+    got, ref = points(store), points(str(tmp_path / "ref"))
+    assert got.keys() == ref.keys() and all(got[p][0] == ref[p][0] for p in got)
+    assert documents == n and indexed + unchanged == n  # nothing lost
+    assert unchanged > 0 and indexed > 0  # it resumed mid-way
+    assert len(got) == want.chunks
+
+
+def test_cli_index_with_ray_matches_the_plain_cli(cluster, model, tmp_path, capsys):
+    from llm2vec_rag.cli import main
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, text in enumerate(CORPUS[:4]):
+        (folder / f"note{i}.md").write_text(text * 3, encoding="utf-8")
+    (folder / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
+    (folder / "recs.jsonl").write_text("\n".join(
+        json.dumps({"id": i, "text": CORPUS[i], "lang": "en"}) for i in range(5)) + "\n")
+    common = [str(folder), "--model", model, "--collection", "kb", "--chunk-size", "16",
+              "--no-progress"]
+    assert main(["index", *common, "--qdrant-path", str(tmp_path / "a"), "--ray",
+                 "--workers", "1"]) == 0
+    ray_report = capsys.readouterr().err
+    assert main(["index", *common, "--qdrant-path", str(tmp_path / "b")]) == 0
+    plain_report = capsys.readouterr().err
+    import re
+
+    def counts(err: str) -> str:  # the report line, without its timing
+        return re.search(r"^\d+ documents .*? skipped", err, re.M).group(0)
+
+    assert counts(ray_report) == counts(plain_report)
+    assert "1 skipped" in ray_report and "not UTF-8" in ray_report
+    a, b = points(str(tmp_path / "a")), points(str(tmp_path / "b"))
+    assert a.keys() == b.keys() and all(a[p][0] == b[p][0] for p in a) and len(a) > 9
