@@ -76,3 +76,19 @@ def _private_model_cache(tmp_path_factory):
     if "LLM2VEC_RAG_CACHE" not in os.environ:
         os.environ["LLM2VEC_RAG_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def served_dir(tiny_model_dir, tmp_path_factory):
+    """A tiny Llama folder for the server tests (query instruction, short max_length)."""
+    from serve_util import save_served_model
+
+    return save_served_model(tiny_model_dir("llama"), str(tmp_path_factory.mktemp("served")))
+
+
+@pytest.fixture(scope="module")
+def reference(served_dir):
+    """The served folder loaded in-process: what every server answer must equal."""
+    from llm2vec_rag import LLM2Vec
+
+    return LLM2Vec.from_pretrained(served_dir)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from serve_util import KEY, Server, save_served_model
+from serve_util import KEY, Server
 
 from tiny import CORPUS
 
@@ -20,18 +20,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 WORDS = " ".join(CORPUS).split()
-
-
-@pytest.fixture(scope="module")
-def served_dir(tiny_model_dir, tmp_path_factory):
-    return save_served_model(tiny_model_dir("llama"), str(tmp_path_factory.mktemp("served")))
-
-
-@pytest.fixture(scope="module")
-def reference(served_dir):
-    from llm2vec_rag import LLM2Vec
-
-    return LLM2Vec.from_pretrained(served_dir)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import base64
 import httpx
 import numpy as np
 import pytest
-from serve_util import KEY, Server, save_served_model
+from serve_util import KEY, Server
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
@@ -16,18 +16,6 @@ openai = pytest.importorskip("openai")
 DOCS = ["Bushfires threaten homes west of Sydney.", "The central bank raised interest rates.",
         "Qdrant stores vectors and payloads.", "A contrastive loss pulls positive pairs together."]
 QUERY = "which fires threaten homes?"
-
-
-@pytest.fixture(scope="module")
-def served_dir(tiny_model_dir, tmp_path_factory):
-    return save_served_model(tiny_model_dir("llama"), str(tmp_path_factory.mktemp("served")))
-
-
-@pytest.fixture(scope="module")
-def reference(served_dir):
-    from llm2vec_rag import LLM2Vec
-
-    return LLM2Vec.from_pretrained(served_dir)
 
 
 @pytest.fixture(scope="module")
