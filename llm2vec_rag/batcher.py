@@ -24,6 +24,7 @@ import numpy as np
 
 from .preprocess import check_instruction, check_texts
 from .protocol import Encoder
+from .quantize import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class Batcher:
             rows = vectors[row: row + len(request.texts)]
             row += len(request.texts)
             if request.normalize:
-                rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+                rows = normalize_rows(rows)
             request.future.set_result(Result(np.ascontiguousarray(rows), request.tokens))
         stats = BatchStats(len(batch), len(texts), sum(sum(r.tokens) for r in batch), seconds)
         self.batches += 1

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .preprocess import check_instruction, check_texts
+from .quantize import normalize_rows
 from .spec import EncoderSpec
 
 POLL_S = 0.5  # how often a waiting parent checks that its workers are alive
@@ -243,7 +244,7 @@ class EncodePool:
             if pending:
                 send(rank)
         if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            out = normalize_rows(out)
         return out
 
     def __repr__(self) -> str:

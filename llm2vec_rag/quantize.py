@@ -70,13 +70,19 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
     return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
 
 
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows (an all-zero row stays zero): the one normalisation encode, the pool and
+    the server's batcher share."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def finish(vectors: np.ndarray, normalize: bool, truncate_dim: int | None, precision: str,
            ranges: np.ndarray | None) -> np.ndarray:
     """What ``encode`` does to its float32 output, once: truncate, normalise, quantize."""
     if truncate_dim is not None:
         vectors = np.ascontiguousarray(vectors[:, :truncate_dim])
     if normalize:
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = normalize_rows(vectors)
     if precision == "float32":
         return vectors
     if not len(vectors):
