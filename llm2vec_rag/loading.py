@@ -9,30 +9,34 @@ they were trained.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 import os
 import re
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, GgufConfig, PreTrainedModel
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
 from .bidirectional import is_bidirectional, make_bidirectional
+from .files import read_json_object, safetensors_error
 
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
-def resolve_source(name_or_path: str, gguf_file: str | None) -> tuple[str, str | None]:
-    """Accept a path to a .gguf file directly; fail early and clearly on missing folders."""
+def resolve_source(name_or_path: str, gguf_file: str | None,
+                   **hub_kwargs) -> tuple[str, str | None]:
+    """Accept a path to a .gguf file directly; fail early and clearly on missing folders
+    and, for a hub id, on a hub that cannot be reached (instead of a minute of retries)."""
     name_or_path = os.path.expanduser(str(name_or_path))
     if name_or_path.endswith(".gguf") and os.path.isfile(name_or_path) and gguf_file is None:
         return os.path.dirname(os.path.abspath(name_or_path)), os.path.basename(name_or_path)
-    looks_local = name_or_path.startswith((".", "/", "~")) or not _HUB_ID.match(name_or_path)
-    if looks_local and not os.path.isdir(name_or_path):
+    if looks_local(name_or_path) and not os.path.isdir(name_or_path):
         raise FileNotFoundError(
             f"Model folder {name_or_path!r} does not exist. Pass an existing folder that holds "
             "config.json (or a .gguf file), or a Hugging Face hub id such as "
@@ -41,7 +45,51 @@ def resolve_source(name_or_path: str, gguf_file: str | None) -> tuple[str, str |
     if gguf_file is not None and not os.path.isfile(os.path.join(name_or_path, gguf_file)) \
             and os.path.isdir(name_or_path):
         raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {name_or_path!r}.")
+    check_hub_source(name_or_path, "model", **hub_kwargs)
     return name_or_path, gguf_file
+
+
+def looks_local(name: str) -> bool:
+    """A name that can only mean a local path: ./x, ../x, /x, ~/x, a/b/c, or a/b where the
+    folder a exists here (a typo in a path, not a hub id)."""
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        return True
+    head, sep, _ = name.partition("/")
+    return bool(sep) and os.path.isdir(head)
+
+
+def check_hub_source(name: str, what: str, **hub_kwargs) -> None:
+    """For a hub id that is neither a local folder nor in the local HF cache: one quick probe
+    of the hub, so an unreachable hub fails at once in one line (huggingface_hub would
+    retry for over a minute, logging every attempt)."""
+    from huggingface_hub import constants
+
+    if os.path.isdir(name) or hub_kwargs.get("local_files_only") or constants.HF_HUB_OFFLINE:
+        return
+    cache = hub_kwargs.get("cache_dir") or constants.HF_HUB_CACHE
+    if os.path.isdir(os.path.join(str(cache), "models--" + name.replace("/", "--"))):
+        return  # cached: huggingface_hub falls back to the cache without retrying
+    endpoint = hub_kwargs.get("endpoint") or constants.ENDPOINT
+    problem = _hub_unreachable(endpoint)
+    if problem:
+        raise OSError(
+            f"{what} {name!r} is neither a local folder nor reachable on the Hugging Face hub "
+            f"({endpoint}: {problem}). Check the path (a local folder must exist; write "
+            f"./{name} to mean one), or the network; with HF_HUB_OFFLINE=1 models already in "
+            f"the local HF cache load without the network.")
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why ``endpoint`` does not answer (a few seconds at most), or None when it does."""
+    import httpx
+    from huggingface_hub import get_session
+
+    try:
+        get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
+    except httpx.HTTPError as err:
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def base_names(source: str, gguf_file: str | None) -> list[str]:
@@ -66,8 +114,9 @@ def adapter_base(name_or_path: str, **hub_kwargs) -> str | None:
     path = find_file(name_or_path, "adapter_config.json", **hub_kwargs)
     if path is None:
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("base_model_name_or_path")
+    return read_json_object(path, "Restore the adapter's adapter_config.json (it is written by "
+                                  "training / PEFT's save_pretrained)").get(
+        "base_model_name_or_path")
 
 
 def load_model(
@@ -96,7 +145,11 @@ def load_model(
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     with _quiet_transformers():  # the LM head is unused, its "unexpected key" report is noise
-        model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        try:
+            model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True,
+                                                    **kwargs)
+        except SafetensorError as err:
+            raise safetensors_error(name_or_path, err) from None
     if model.config.is_encoder_decoder:
         raise ValueError(f"{name_or_path!r} is not a decoder-only language model.")
     missing = info.get("missing_keys") or []
@@ -174,8 +227,10 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], bases: list[str]
     # adapters merged before it.
     chain = list(bases or [getattr(model, "name_or_path", "") or ""])
     for adapter in adapters:
-        if os.path.sep in str(adapter) and not os.path.isdir(adapter):
-            raise FileNotFoundError(f"Adapter folder {adapter!r} does not exist.")
+        if looks_local(str(adapter)) and not os.path.isdir(adapter):
+            raise FileNotFoundError(f"Adapter folder {str(adapter)!r} does not exist: pass the "
+                                    "folder written by training, or a hub adapter id.")
+        check_hub_source(str(adapter), "adapter", **hub_kwargs)
         if find_file(str(adapter), "adapter_config.json", **hub_kwargs) is None:
             raise FileNotFoundError(
                 f"{adapter!r} holds no adapter_config.json: it is not a PEFT/LoRA adapter. "
@@ -184,6 +239,8 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], bases: list[str]
         _warn_if_other_base(chain, str(adapter), adapter_base(str(adapter), **hub_kwargs))
         try:
             peft_model = PeftModel.from_pretrained(model, adapter, **hub_kwargs)
+        except SafetensorError as err:
+            raise safetensors_error(str(adapter), err) from None
         except (RuntimeError, ValueError, KeyError) as err:
             raise ValueError(
                 f"Adapter {adapter!r} does not fit this base model "

@@ -50,9 +50,29 @@ class EncoderModule(nn.Module):
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
+    """The device asked for (default: cuda when usable); a CUDA device that this torch build
+    or machine lacks is one clear error, not torch's AssertionError deep in the load."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {str(device)!r} is not a torch device: use cpu, cuda or "
+                         f"cuda:N ({err})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (f"this torch build ({torch.__version__}) has no CUDA support"
+                   if torch.version.cuda is None else
+                   f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU on this "
+                   f"machine")
+            raise RuntimeError(f"device {str(device)!r}: CUDA is not available: {why}. Use "
+                               f"--device cpu (device='cpu'), or install a CUDA build of torch "
+                               f"on a machine with an NVIDIA GPU and driver.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {str(device)!r}: this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                               f"cuda:{torch.cuda.device_count() - 1}).")
+    return device
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -162,14 +182,14 @@ class LLM2Vec(BaseEncoder):
         """
         if isinstance(adapters, (str, os.PathLike)):
             adapters = [adapters]
-        source, gguf_file = resolve_source(str(model_name_or_path), gguf_file)
+        source, gguf_file = resolve_source(str(model_name_or_path), gguf_file, **hub_kwargs)
         chain = [str(a) for a in (adapters or [])]
         base = source
         parent = None if gguf_file else adapter_base(source, **hub_kwargs)
         tokenizer_from = (source, gguf_file)
         if parent is not None:  # McGill-NLP layout: the "model" is itself an adapter
             chain.insert(0, source)
-            base, gguf_file = resolve_source(parent, None)  # the parent may be a .gguf file
+            base, gguf_file = resolve_source(parent, None, **hub_kwargs)  # may be a .gguf
             own_tokenizer = find_file(source, "tokenizer_config.json", **hub_kwargs)
             tokenizer_from = (source, None) if own_tokenizer else (base, gguf_file)
         device = pick_device(device)
