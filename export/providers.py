@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph, InvalidProtobuf
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -68,7 +69,15 @@ def open_session(path: str | os.PathLike, providers: Sequence, threads: int | No
         options.log_severity_level = 3  # warnings about CPU fall-back of shape ops are noise
     if threads is not None:
         options.intra_op_num_threads = int(threads)
-    session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options,
+                                       providers=list(providers))
+    except (InvalidProtobuf, InvalidGraph) as err:
+        raise ValueError(
+            f"{path}: ONNX Runtime cannot read this model, it is truncated or corrupt "
+            f"({type(err).__name__}: {str(err).split(':')[-1].strip().rstrip('.')}). Re-export it "
+            f"(llm2vec-rag export onnx --model M --out DIR --overwrite) or re-copy the folder."
+        ) from None
     wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
     if wanted not in session.get_providers():
         raise RuntimeError(

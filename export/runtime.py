@@ -7,7 +7,6 @@ the graph (exported from the same module), so the pooling mode is fixed at expor
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling
 from llm2vec_rag.encoder import GPU_MAX_BATCH_TOKENS, BaseEncoder
+from llm2vec_rag.files import read_json_object
 from llm2vec_rag.preprocess import Batch
 from llm2vec_rag.spec import EncoderSpec
 
@@ -165,6 +165,6 @@ def _read_folder(folder: Path, file_name: str) -> dict:
     path = folder / EXPORT_INFO
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json_object(path, "Re-export the folder (llm2vec-rag export onnx ... "
+                                  "--overwrite)")
 

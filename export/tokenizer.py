@@ -9,13 +9,16 @@ The export checks that it gives the same ids as the transformers tokenizer.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from llm2vec_rag.files import read_json_object
+
 TOKENIZER_FILE = "tokenizer.json"
+REEXPORT = ("Re-export the folder (llm2vec-rag export onnx ... --overwrite), or copy the "
+            "model's tokenizer files into it")
 _CONFIG_FILES = ("special_tokens_map.json", "tokenizer_config.json")  # later ones win
 
 
@@ -54,12 +57,16 @@ class FastTokenizer:
         specials: dict[str, str | None] = {}
         for name in _CONFIG_FILES:
             if (folder / name).is_file():
-                with open(folder / name, encoding="utf-8") as f:
-                    raw = json.load(f)
+                raw = read_json_object(folder / name, REEXPORT)
                 for key in ("eos_token", "pad_token", "bos_token"):
                     if key in raw:
                         specials[key] = _content(raw[key])
-        return cls(Tokenizer.from_file(str(path)), **specials)
+        try:
+            backend = Tokenizer.from_file(str(path))
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
+            raise ValueError(f"{path}: not a readable tokenizer file, it is truncated or corrupt "
+                             f"({err}). {REEXPORT}.") from None
+        return cls(backend, **specials)
 
     def __call__(self, texts: str | list[str], add_special_tokens: bool = True,
                  **unused) -> dict[str, list[list[int]]]:

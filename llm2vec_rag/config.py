@@ -57,8 +57,10 @@ class EncoderConfig:
         path = os.path.join(folder, CONFIG_NAME)
         if not os.path.isfile(path):
             return {}
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+        from .files import read_json_object
+
+        raw = read_json_object(path, "Fix it, or delete it and pass the settings (pooling, "
+                                     "max_length, instructions) as arguments")
         if "pooling_mode" in raw and "pooling" not in raw:
             raw["pooling"] = raw["pooling_mode"]
         known = {f.name for f in fields(cls)}
