@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -220,3 +221,23 @@ def to_filter(spec: Any):
                  else models.MatchValue(value=value))
         must.append(models.FieldCondition(key=field, match=match))
     return models.Filter(must=must)
+
+
+def write_failure(err: BaseException) -> str | None:
+    """What a local store's failed write means, when it is a full disk (or a file size limit,
+    or sqlite's I/O error on a write), else None: such runs can resume once there is room."""
+    import errno
+    import sqlite3
+
+    while err is not None:
+        if isinstance(err, sqlite3.OperationalError):
+            name = getattr(err, "sqlite_errorname", "")
+            if name.startswith("SQLITE_FULL") or str(err) == "database or disk is full":
+                return f"the disk is full (sqlite: {err})"
+            if name.startswith("SQLITE_IOERR") or str(err) == "disk I/O error":
+                return f"a write failed, most likely a full disk (sqlite: {err})"
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG,
+                                                      getattr(errno, "EDQUOT", -1)):
+            return f"the disk is full ({os.strerror(err.errno)})"
+        err = err.__cause__ or err.__context__
+    return None

@@ -191,20 +191,38 @@ class QdrantIndexer:
                 bar.update(job.n_read)
                 bar.set_postfix(chunks=report.chunks, skipped=report.skipped, refresh=False)
             uploader.close()
+            if prune:
+                report.pruned += self._prune(plan.is_seen)
+            if self._recorded != self._encoder_record():  # documents are re-embedded on change
+                try:
+                    self._call("record the encoder", self.client.update_collection,
+                               self.collection, metadata=self._encoder_record())
+                    self._recorded = self._encoder_record()
+                except qc.QdrantServerError as err:  # a server without collection metadata
+                    qc.logger.warning("could not record the encoder in the collection: %s", err)
+        except Exception as err:
+            if self._remote or not (cause := qc.write_failure(err)):
+                raise
+            raise self._disk_full(cause, uploader) from None
         finally:
             uploader.stop()
             bar.close()
-        if prune:
-            report.pruned += self._prune(plan.is_seen)
-        if self._recorded != self._encoder_record():  # documents are re-embedded on change
-            try:
-                self._call("record the encoder", self.client.update_collection,
-                           self.collection, metadata=self._encoder_record())
-                self._recorded = self._encoder_record()
-            except qc.QdrantServerError as err:  # a server without collection metadata
-                qc.logger.warning("could not record the encoder in the collection: %s", err)
         report.seconds = time.perf_counter() - start
         return report
+
+    def _disk_full(self, cause: str, uploader: _Uploader) -> OSError:
+        """The error of a local store that could not write: what is committed, what to do."""
+        uploader.stop()
+        try:
+            held = f"the collection now holds {self.count()} points"
+        except Exception:  # noqa: BLE001 - the store may be unreadable too
+            held = "the collection could not be counted"
+        return OSError(
+            f"The embedded Qdrant store {os.path.abspath(self._where)} could not write: "
+            f"{cause}. Committed before the failure: {uploader.docs} documents "
+            f"of this run written whole ({uploader.chunks} chunks); {held}. Nothing committed "
+            f"is lost: free disk space (or index into another --qdrant-path) and re-run the "
+            f"same command: it resumes, skipping documents already stored whole.")
 
     def run_plan(self, report: IndexReport) -> RunPlan:
         """The planner of one run against this collection (shared with the Ray indexer)."""
@@ -315,6 +333,7 @@ class _Uploader:
         self.indexer = indexer
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        self.docs = self.chunks = 0  # written (committed) so far
         self.thread = threading.Thread(target=self._run, name="qdrant-upload", daemon=True)
         self.thread.start()
 
@@ -324,6 +343,8 @@ class _Uploader:
                 continue  # drain after a failure so that put() never blocks forever
             try:
                 self.indexer.write(*item)
+                self.docs += len(item[0].docs)
+                self.chunks += len(item[0].texts)
             except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
                 self.error = err
 
