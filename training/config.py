@@ -206,7 +206,11 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"Override {item!r} is not key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise ValueError(f"Override {item!r}: the value is not valid YAML (quote it, or "
+                             f"write lists as [a, b])") from None
     return out
 
 
@@ -222,10 +226,23 @@ def _read_source(source) -> dict:
             raise FileNotFoundError(f"Config {path!r} is neither a file nor a preset "
                                     f"({', '.join(preset_names())})")
         path = preset
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context_mark", None)
+        if context is not None and getattr(err, "context", None):
+            what += f" ({err.context} at line {context.line + 1}, column {context.column + 1})"
+        raise ValueError(f"{path}: invalid YAML{where}: {what}. Fix the file: it holds one "
+                         f"'key: value' per line (lists as [a, b])") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"Config {path!r} must hold a mapping of key: value")
+        raise ValueError(f"{path}: a config holds a mapping of 'key: value' lines, got a "
+                         f"{type(raw).__name__}")
     return raw
 
 
@@ -233,9 +250,35 @@ def _coerce_types(cfg: TrainConfig) -> None:
     """YAML reads ``5e-5`` as a string and ``1`` where a float is meant: fix scalar types."""
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        kind = str(f.type).split(" | ")[0]
-        if value is None or kind not in ("int", "float", "bool"):
+        kinds = str(f.type).split(" | ")
+        kind = kinds[0]
+        if value is None:
+            if "None" not in kinds and f.name not in ("model", "data"):  # those say "required"
+                raise ValueError(f"{f.name}: expected {' or '.join(kinds)}, got null")
             continue
+        if "list[str]" in kinds:  # a name or a list of names, never a number or a mapping
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if isinstance(value, (list, tuple)):
+                value = list(value)
+            for i, item in enumerate(items):
+                if not isinstance(item, str):
+                    at = f"{f.name}[{i}]" if isinstance(value, list) else f.name
+                    raise ValueError(f"{at}: expected a string (str, or a list of them for "
+                                     f"{f.name}), got {item!r} ({type(item).__name__})")
+            setattr(cfg, f.name, value)
+            continue
+        if kind == "str":
+            if isinstance(value, (bool, int, float)):  # YAML's unquoted scalars
+                value = str(value).lower() if isinstance(value, bool) else str(value)
+            if not isinstance(value, str):
+                raise ValueError(f"{f.name}: expected a string, got {value!r} "
+                                 f"({type(value).__name__})")
+            setattr(cfg, f.name, value)
+            continue
+        if kind not in ("int", "float", "bool"):
+            continue
+        if isinstance(value, (list, dict)):
+            raise ValueError(f"{f.name}: expected {kind}, got {value!r}")
         try:
             if kind == "bool" and isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
