@@ -49,7 +49,7 @@ def read_records(source: str, split: str = "train") -> tuple[list[dict], str]:
                                 "folder, or hf:NAME for a Hugging Face dataset)")
     name = os.path.basename(source).split(".")[0]
     with open(source, encoding="utf-8", errors="replace") as f:
-        if source.endswith((".jsonl", ".json")):
+        if source.lower().endswith((".jsonl", ".json")):
             records = []
             for n, line in enumerate(f, 1):
                 if line.strip():
