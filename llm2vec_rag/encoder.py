@@ -17,7 +17,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import EncoderConfig
-from .preprocess import Batch, Preprocessor, check_instruction, check_texts
+from .preprocess import (
+    Batch,
+    Preprocessor,
+    check_batching,
+    check_count,
+    check_instruction,
+    check_texts,
+)
 from .quantize import check_output_options, finish
 from .spec import EncoderSpec
 
@@ -87,6 +94,7 @@ class BaseEncoder:
         """
         texts = check_texts(texts)
         instruction = check_instruction(instruction, len(texts))
+        batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
         check_output_options(precision, truncate_dim, self.dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if texts and pool is not None and len(texts) >= pool.min_texts:
@@ -135,9 +143,14 @@ class BaseEncoder:
     def encode_iter(self, texts: Iterable[str], chunk_size: int = 1024,
                     **encode_kwargs) -> Iterator[np.ndarray]:
         """Stream: one ``(<=chunk_size, dim)`` array per chunk, memory flat in the stream size."""
-        if isinstance(texts, str):
-            raise TypeError("encode_iter expects an iterable of strings, not one string")
-        it = iter(texts)
+        if isinstance(texts, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"encode_iter expects an iterable of strings, not one "
+                            f"{type(texts).__name__}: wrap it in a list, or use encode()")
+        chunk_size = check_count("chunk_size", chunk_size)  # now, not at the first next()
+        return self._encode_chunks(iter(texts), chunk_size, encode_kwargs)
+
+    def _encode_chunks(self, it: Iterator[str], chunk_size: int,
+                       encode_kwargs: dict) -> Iterator[np.ndarray]:
         while chunk := list(itertools.islice(it, chunk_size)):
             yield self.encode(chunk, **encode_kwargs)
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .preprocess import check_instruction, check_texts
+from .preprocess import check_batching, check_count, check_instruction, check_texts
 from .quantize import normalize_rows
 from .spec import EncoderSpec
 
@@ -95,8 +95,7 @@ class EncodePool:
         if not devices or not all(isinstance(d, str) and d for d in devices):
             raise ValueError(f"devices must be a non-empty list of names like 'cpu' or "
                              f"'cuda:0', got {devices!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        chunk_size = check_count("chunk_size", chunk_size)
         n_cpu = sum(d == "cpu" for d in devices)
         if threads_per_worker is None and n_cpu:
             threads_per_worker = max(1, (os.cpu_count() or 1) // n_cpu)
@@ -203,6 +202,7 @@ class EncodePool:
             raise PoolError("this pool is closed: start a new one")
         texts = check_texts(texts)
         instruction = check_instruction(instruction, len(texts))
+        batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
         out = np.zeros((len(texts), self.dim or 0), dtype=np.float32)
         if not texts:
             return out

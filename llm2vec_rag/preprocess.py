@@ -80,6 +80,25 @@ def check_texts(texts: object) -> list[str]:
     return list(texts)
 
 
+def check_count(name: str, value: object, *, optional: bool = False) -> int | None:
+    """A whole number >= 1 (``None`` too when ``optional``), or an error naming ``name``:
+    ``1.5``, ``True`` or ``"8"`` would otherwise be accepted, or silently encode nothing."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        allowed = "an integer >= 1 or None" if optional else "an integer >= 1"
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1{' or None' if optional else ''}, got {value}")
+    return int(value)
+
+
+def check_batching(batch_size: object, max_batch_tokens: object) -> tuple[int, int | None]:
+    """``batch_size`` (texts) and ``max_batch_tokens`` (padded tokens, None: the default)."""
+    return (check_count("batch_size", batch_size),
+            check_count("max_batch_tokens", max_batch_tokens, optional=True))
+
+
 def check_instruction(instruction: object, n_texts: int | None = None) -> str | list[str]:
     """One stripped instruction, or (a list) one per text: ``n_texts`` of them."""
     if instruction is None:
@@ -188,10 +207,7 @@ class Preprocessor:
         small batches, the short ones in full ones. Longest first also makes a batch that
         does not fit in memory fail at once rather than at the end.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be >= 1 or None, got {max_batch_tokens}")
+        batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
         group: list[int] = []
         for i in order:
