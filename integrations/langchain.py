@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm2vec_rag.spec import load_encoder
 
-from ._encoder import check_encode_kwargs, check_encoder
+from ._encoder import check_encode_kwargs, check_encoder, check_text_list
 
 
 class LLM2VecEmbeddings(BaseModel, Embeddings):
@@ -60,7 +60,7 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Documents, batched through the encoder, without instruction by default."""
-        texts = list(texts)
+        texts = check_text_list(texts, "embed_documents")
         if not texts:
             return []
         vecs = self.encoder.encode_documents(texts, instruction=self.document_instruction,
@@ -77,8 +77,8 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(self.embed_documents,
-                                                                  list(texts)))
+        texts = check_text_list(texts, "aembed_documents")
+        return await loop.run_in_executor(None, functools.partial(self.embed_documents, texts))
 
     async def aembed_query(self, text: str) -> list[float]:
         loop = asyncio.get_running_loop()

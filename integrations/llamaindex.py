@@ -20,7 +20,7 @@ from pydantic import Field, PrivateAttr
 
 from llm2vec_rag.spec import load_encoder
 
-from ._encoder import check_encode_kwargs, check_encoder
+from ._encoder import check_encode_kwargs, check_encoder, check_text_list
 
 
 class LLM2VecEmbeddings(BaseEmbedding):
@@ -63,6 +63,18 @@ class LLM2VecEmbeddings(BaseEmbedding):
                   **self.encode_kwargs}
         vecs = getattr(self._encoder, method)(list(texts), instruction=instruction, **kwargs)
         return vecs.tolist()
+
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False,
+                                 **kwargs: Any) -> list[list[float]]:
+        """LlamaIndex's batching, after refusing one string (it would embed each character)."""
+        texts = check_text_list(texts, "get_text_embedding_batch")
+        return super().get_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(self, texts: list[str], show_progress: bool = False,
+                                        **kwargs: Any) -> list[list[float]]:
+        texts = check_text_list(texts, "aget_text_embedding_batch")
+        return await super().aget_text_embedding_batch(texts, show_progress=show_progress,
+                                                       **kwargs)
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return self._encode("encode_queries", [query], self.query_instruction)[0]
