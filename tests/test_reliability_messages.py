@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,3 +196,67 @@ def test_full_disk_while_indexing_says_what_was_committed_and_resumes(tiny_model
         report = ix.index(docs, show_progress=False)
         assert report.unchanged >= whole and report.indexed + report.unchanged == 120
         assert ix.count() == 120
+
+
+# -- training configs ----------------------------------------------------------------------
+def test_invalid_yaml_config_names_file_line_and_column(tmp_path, capsys):
+    cfg = tmp_path / "mntp.yaml"
+    cfg.write_text("model: m.gguf\ndata: [a.txt\nmax_steps: 3\n", encoding="utf-8")
+    assert main(["train", "mntp", "--config", str(cfg)]) == 2
+    line = _error_line(capsys)
+    assert f"{cfg}: invalid YAML at line 3, column 10" in line
+    assert "while parsing a flow sequence at line 2, column 7" in line
+
+
+@pytest.mark.parametrize("overrides, says", [
+    ({"data": 5}, "data: expected a string (str, or a list of them for data), got 5 (int)"),
+    ({"data": ["a.txt", {"b": 1}]}, "data[1]: expected a string"),
+    ({"adapters": 3}, "adapters: expected a string"),
+    ({"max_steps": [10]}, "max_steps: expected int, got [10]"),
+    ({"text_field": None}, "text_field: expected str, got null")])
+def test_wrong_typed_config_field_names_field_and_type(overrides, says):
+    from llm2vec_rag.training.config import load_config
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        load_config("mntp", {"model": "m.gguf", "data": ["a.txt"]}, overrides)
+
+
+def test_wrong_typed_override_from_the_cli(tmp_path, capsys):
+    assert main(["train", "mntp", "--config", "mntp-cpu", "model=m.gguf", "data=5"]) == 2
+    assert "data: expected a string" in _error_line(capsys)
+
+
+# -- texts given to `llm2vec-rag encode` ---------------------------------------------------
+@pytest.mark.parametrize("content, says", [
+    (b'{"text": "a"}\n{"text": "b",}\n', "invalid JSON at column 14"),
+    (b'{"text": "a"}\n["b"]\n', 'expected a JSON object {"text": ...}, got a list'),
+    (b'{"text": "a"}\n{"text": 7}\n', "'text' is int, not a string")])
+def test_bad_jsonl_line_names_file_and_line(tiny_model_dir, tmp_path, capsys, content, says):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(content)
+    out = tmp_path / "v.npy"
+    assert main(["encode", str(src), "-o", str(out), "--model", tiny_model_dir("llama")]) == 2
+    line = _error_line(capsys)
+    assert f"{src}:2: {says}" in line
+    assert not out.exists()
+
+
+def test_latin1_text_file_names_file_and_line(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_bytes("first line\nsecond\ncafé au lait\n".encode("latin-1"))
+    assert main(["encode", str(src), "--model", tiny_model_dir("llama")]) == 2
+    line = _error_line(capsys)
+    assert f"{src}:3: not UTF-8 text (byte 3 of the line" in line
+    assert "iconv -f latin1 -t utf-8" in line
+
+
+@pytest.mark.parametrize("data", [b"hello", [b"hello"], ["ok", bytearray(b"x")]])
+def test_bytes_say_decode_first_in_encode_and_encode_iter(tiny_encoder, data):
+    with pytest.raises(TypeError, match="decode (it|them) first"):
+        tiny_encoder.encode(data)
+    if isinstance(data, bytes):
+        with pytest.raises(TypeError, match="not one bytes: wrap it in a list"):
+            tiny_encoder.encode_iter(data)
+    else:
+        with pytest.raises(TypeError, match="decode them first"):
+            list(tiny_encoder.encode_iter(data))
