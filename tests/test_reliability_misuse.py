@@ -78,19 +78,6 @@ def test_upper_case_jsonl_is_read_as_jsonl(tiny_encoder, tiny_model_dir, tmp_pat
                                tiny_encoder.encode(["hello world", "second text"]), atol=1e-5)
 
 
-def test_upper_case_extensions_are_indexed(tiny_encoder, tmp_path):
-    from llm2vec_rag.integrations.qdrant import QdrantIndexer
-
-    (tmp_path / "A.JSONL").write_text('{"id": "j1", "text": "from jsonl"}\n', encoding="utf-8")
-    (tmp_path / "B.TXT").write_text("from text\n", encoding="utf-8")
-    (tmp_path / "C.Md").write_text("# from markdown\n", encoding="utf-8")
-    with QdrantIndexer(tiny_encoder, path=":memory:") as ix:
-        report = ix.index(tmp_path, show_progress=False)
-        assert (report.indexed, report.skipped) == (3, 0)
-        texts = {h.text for h in ix.search("from", k=5)}
-    assert texts == {"from jsonl", "from text\n", "# from markdown\n"}
-
-
 def test_training_data_upper_case_jsonl(tmp_path):
     from llm2vec_rag.training.data import load_texts
 
