@@ -109,5 +109,5 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--instruction", default=None,
                    help="query instruction for --beir (default: the model's configured one)")
     p.add_argument("--mteb-output", default=None, help="folder for MTEB's result files")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="texts per encode batch (default 8)")
     p.set_defaults(func=cmd_eval)
