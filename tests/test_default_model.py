@@ -79,3 +79,22 @@ def test_default_query_instruction_finds_the_central_bank_article(default_model)
                                      normalize=True)
     scores = q @ d.T
     assert list(scores.argmax(axis=1)) == [0, 0], scores
+
+
+@pytest.mark.slow
+def test_loading_the_default_model_prints_no_library_noise(smollm2_gguf, tmp_path):
+    """First use (empty model cache: GGUF parse, adapter merges, cache write) prints only our
+    own line: no GGUF/shard progress bars, no FutureWarning from peft's adapter loading."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    env = {**os.environ, "LLM2VEC_RAG_CACHE": str(tmp_path / "cache"), "PYTHONWARNINGS": ""}
+    done = subprocess.run([sys.executable, "-m", "llm2vec_rag.cli", "encode", str(src), "-o",
+                           str(tmp_path / "out.npy"), "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(tmp_path / "cache")  # the first-load path ran
+    assert done.stderr.strip().splitlines() == [
+        f"encoded 2 texts -> {tmp_path / 'out.npy'} (dim 576)"], done.stderr
