@@ -44,11 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from llm2vec_rag.integrations.qdrant import QdrantIndexer
 
     t0 = time.perf_counter()
-    instruction = "Given a news search query, retrieve relevant articles"
-    if args.model:
-        encoder = LLM2Vec.from_pretrained(args.model, query_instruction=instruction)
-    else:
-        encoder = load_default_model(query_instruction=instruction)
+    # Queries get the model's own query_instruction (llm2vec_config.json); the default model
+    # ships the one it was checked with.
+    encoder = LLM2Vec.from_pretrained(args.model) if args.model else load_default_model()
     print(f"loaded {os.path.basename(args.model or 'the default model')} (dim {encoder.dim}) "
           f"in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     with open(args.data, encoding="utf-8") as f:

@@ -79,6 +79,7 @@ def prepare_corpus(data_dir: str, out_path: str) -> str:
 def bundle(stage_dir: str, dest: str, base: str) -> str:
     """The shipped form of a stage's adapter: float16 weights (half the bytes), the base named
     by file name instead of this machine's path, the settings and loss curve beside it."""
+    from llm2vec_rag.default_model import QUERY_INSTRUCTION
     from llm2vec_rag.training.trainer import cast_adapter
 
     os.makedirs(dest, exist_ok=True)
@@ -97,6 +98,12 @@ def bundle(stage_dir: str, dest: str, base: str) -> str:
     settings["model"] = os.path.basename(settings["model"])
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(settings, f, sort_keys=False)
+    path = os.path.join(dest, "llm2vec_config.json")  # the query instruction it is used with
+    with open(path, encoding="utf-8") as f:
+        encoder_config = json.load(f)
+    encoder_config["query_instruction"] = QUERY_INSTRUCTION
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(encoder_config, f, indent=2)
     return dest
 
 

@@ -57,7 +57,11 @@ def cmd_tensorrt(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
-    """Register ``export {fuse,onnx,tensorrt}`` on the main parser."""
+    """Register ``export {fuse,onnx,tensorrt}`` on the main parser. Exports load a PyTorch
+    model, uncached, so the shared flags come without --onnx and --cache."""
+    from llm2vec_rag.cli import model_flags as shared_flags
+
+    model_flags = shared_flags(onnx=False, cache=False)
     export = subparsers.add_parser("export", help="fuse adapters, export to ONNX / TensorRT")
     sub = export.add_subparsers(dest="export_command", required=True)
     out = argparse.ArgumentParser(add_help=False)
@@ -97,7 +101,8 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
         p.add_argument(f"--max-{axis}", type=int, default=high,
                        help=f"optimization profile: largest {axis} (default {high})")
     p.add_argument("--no-fp16", action="store_true", help="build an fp32 engine")
-    p.add_argument("--workspace-gb", type=float, default=None)
+    p.add_argument("--workspace-gb", type=float, default=None,
+                   help="TensorRT builder workspace in GB (default: TensorRT's)")
     p.add_argument("--device", default=None, help="cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing engine")
     p.set_defaults(func=cmd_tensorrt)

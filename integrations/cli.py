@@ -172,13 +172,15 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--on-disk", action="store_true", help="keep vectors on disk (server)")
     p.add_argument("--quantization", choices=["scalar", "int8", "binary"], default=None,
                    help="also store int8 (4x smaller) or 1-bit (32x) vectors; search rescores")
-    p.add_argument("--hnsw-m", type=int, default=None)
-    p.add_argument("--hnsw-ef-construct", type=int, default=None)
+    p.add_argument("--hnsw-m", type=int, default=None,
+                   help="HNSW graph links per node (default: Qdrant's, 16)")
+    p.add_argument("--hnsw-ef-construct", type=int, default=None,
+                   help="HNSW build-time candidate list size (default: Qdrant's, 100)")
     p.add_argument("--shards", type=int, default=None, help="shard number (cluster)")
     p.add_argument("--replicas", type=int, default=None, help="replication factor (cluster)")
     p.add_argument("--payload-index", action="append", default=[], metavar="KEY[:TYPE]",
                    help="index a metadata key on the server (repeatable; TYPE default keyword)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from .ray_cli import add_flags
 
     add_flags(p)
@@ -186,8 +188,8 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
 
     p = subparsers.add_parser("search", parents=[model_flags, store], help=cmd_search.__doc__,
                               description=cmd_search.__doc__)
-    p.add_argument("query")
-    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("query", help="the query text (gets the model's query instruction)")
+    p.add_argument("-k", "--k", type=int, default=10, help="hits to return (default 10)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata filter (repeatable; the same key twice means any of)")
     p.add_argument("--instruction", default=None,

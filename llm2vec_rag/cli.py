@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 
@@ -23,8 +24,9 @@ COMMAND_MODULES = ("llm2vec_rag.integrations.cli", "llm2vec_rag.export.cli",
 POOLING_CHOICES = (*POOLING_MODES, *_POOLING_ALIASES)
 
 
-def model_flags() -> argparse.ArgumentParser:
-    """Flags shared by every command that loads a model."""
+def model_flags(onnx: bool = True, cache: bool = True) -> argparse.ArgumentParser:
+    """Flags shared by every command that loads a model. ``onnx`` / ``cache``: offer
+    --onnx / --cache (only where the command's loading uses them)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
@@ -35,17 +37,22 @@ def model_flags() -> argparse.ArgumentParser:
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
     g.add_argument("--pooling", default=None, choices=POOLING_CHOICES, metavar="POOLING",
                    help="mean|weighted_mean|eos|last|bos (default: saved config, else mean)")
-    g.add_argument("--max-length", type=int, default=None)
+    g.add_argument("--max-length", type=int, default=None,
+                   help="most tokens per text, instruction included; longer texts are cut "
+                        "at the end (default: saved config, else 512)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
     g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: auto)")
     g.add_argument("--causal", action="store_true",
                    help="keep causal attention (the LLM2Vec ablation's baseline)")
-    g.add_argument("--onnx", action="store_true",
-                   help="--model is an exported ONNX folder: run it with ONNX Runtime")
-    g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the merged base + adapters in the model cache "
-                        "($LLM2VEC_RAG_CACHE, else ~/.cache/llm2vec_rag) for fast reloads "
-                        "(default: on for the bundled default model, off otherwise)")
+    if onnx:
+        g.add_argument("--onnx", action="store_true",
+                       help="--model is an exported ONNX folder: run it with ONNX Runtime")
+    if cache:
+        g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep the merged base + adapters in the model cache "
+                            "($LLM2VEC_RAG_CACHE, else ~/.cache/llm2vec_rag) for fast "
+                            "reloads (default: on for the bundled default model, off "
+                            "otherwise)")
     return p
 
 
@@ -134,17 +141,41 @@ def _jsonl_text(path: str, n: int, line: str, field: str) -> str:
     return record[field]
 
 
+OUTPUT_FORMATS = {".npy": "a float32 matrix", ".jsonl": '{"text", "embedding"} per line',
+                  ".csv": "one vector per line, comma-separated, in input order"}
+
+
+def output_format(path: str | None) -> str:
+    """The format ``-o`` asks for, by extension; refuse one ``encode`` cannot write."""
+    if path in (None, "-"):
+        return ".jsonl"
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in OUTPUT_FORMATS:
+        raise ValueError(f"-o {path}: cannot write {ext or 'a file without an extension'} "
+                         "files; use " + ", ".join(f"{e} ({d})" for e, d in
+                                                   OUTPUT_FORMATS.items()))
+    return ext
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
-    """Encode texts to a .npy matrix or JSONL ({"text", "embedding"} per line; stdout if no -o)."""
+    """Encode texts to a .npy matrix, CSV, or JSONL ({"text", "embedding"} per line; stdout if
+    no -o)."""
+    fmt = output_format(args.output)  # before reading or loading anything
+    if args.output == "-":
+        args.output = None
     texts = list(read_texts(args.input, args.field))
     encoder = load_encoder(args)
     vectors = encoder.encode(texts, instruction=args.instruction, batch_size=args.batch_size,
                              normalize=args.normalize, show_progress=None,
                              max_batch_tokens=args.max_batch_tokens)
-    if args.output and args.output.endswith(".npy"):
+    if fmt in (".npy", ".csv"):
         import numpy as np
 
-        np.save(args.output, vectors)
+        if fmt == ".npy":
+            with open(args.output, "wb") as f:  # exactly this name, even x.NPY
+                np.save(f, vectors)
+        else:
+            np.savetxt(args.output, vectors, delimiter=",", fmt="%.8g")
     else:
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
         for text, vec in zip(texts, vectors):
@@ -165,14 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_encode.__doc__)
     p.add_argument("input", nargs="?", default="-",
                    help="text file (one text per line), .jsonl file, or - for stdin")
-    p.add_argument("-o", "--output", default=None, help="out.npy or out.jsonl (default: stdout)")
+    p.add_argument("-o", "--output", default=None,
+                   help="out.npy, out.jsonl or out.csv, by extension (default: JSONL on stdout)")
     p.add_argument("--field", default="text", help="JSONL field holding the text")
-    p.add_argument("--instruction", default=None)
+    p.add_argument("--instruction", default=None,
+                   help="instruction for every text, attended to but not pooled "
+                        "(default: none)")
     p.add_argument("--batch-size", type=int, default=32, help="most texts per batch")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="most padded tokens per batch (default: the encoder's, chosen for "
                         "its device)")
-    p.add_argument("--normalize", action="store_true")
+    p.add_argument("--normalize", action="store_true", help="write unit-length vectors")
     p.set_defaults(func=cmd_encode)
 
     for name in COMMAND_MODULES:

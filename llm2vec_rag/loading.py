@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import re
+import warnings
 
 import torch
 from safetensors import SafetensorError
@@ -195,16 +196,45 @@ def reuse_gguf_reader():
 
 @contextlib.contextmanager
 def _quiet_transformers():
+    """transformers' info logs and bars off while a model loads or saves, plus the noise
+    below; errors still show."""
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with _quiet_warnings(), _no_gguf_bar():
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    """Only the warnings of loading that are the libraries' own business: peft reads
+    transformers' deprecated ``is_gradient_checkpointing`` on every adapter load."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _no_gguf_bar():
+    """transformers draws its GGUF dequantization bar with plain tqdm (no switch of its own)."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def check_bidirectional(model: PreTrainedModel, name: str) -> None:
@@ -238,7 +268,8 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], bases: list[str]
             )
         _warn_if_other_base(chain, str(adapter), adapter_base(str(adapter), **hub_kwargs))
         try:
-            peft_model = PeftModel.from_pretrained(model, adapter, **hub_kwargs)
+            with _quiet_warnings():
+                peft_model = PeftModel.from_pretrained(model, adapter, **hub_kwargs)
         except SafetensorError as err:
             raise safetensors_error(str(adapter), err) from None
         except (RuntimeError, ValueError, KeyError) as err:

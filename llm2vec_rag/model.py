@@ -15,6 +15,7 @@ from .cache import load_or_build
 from .config import EncoderConfig, check_pooling
 from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
 from .loading import (
+    _quiet_transformers,
     adapter_base,
     apply_adapters,
     base_names,
@@ -119,7 +120,8 @@ def _spec(model: str, adapters, options: dict) -> EncoderSpec | None:
 
 def _save_fused(loaded: tuple, folder: str) -> None:
     model, tokenizer = loaded
-    model.save_pretrained(folder)
+    with _quiet_transformers():  # no "Writing model shards" bar on a first load
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 

@@ -54,3 +54,47 @@ def test_cli_without_model_uses_the_default_model(default_model, tmp_path):
     assert main(["encode", str(src), "-o", str(out)]) == 0
     np.testing.assert_allclose(np.load(out), default_model.encode(TEXTS), atol=1e-5)
     assert main(["encode", str(src), "--onnx"]) == 2  # an ONNX folder must be named
+
+
+RATE_CUT_LINE = 245  # lee_background.cor: "The Reserve Bank has cut official interest rates..."
+PYTHON_NOTE = "How to sort a list in Python: use sorted() or list.sort()."
+
+
+@pytest.mark.slow
+def test_default_query_instruction_finds_the_central_bank_article(default_model):
+    """Short queries without the shipped instruction match the short off-topic note (measured:
+    "interest rate cut" scored the note 0.45 and the article 0.07); with it the article wins."""
+    from llm2vec_rag.default_model import QUERY_INSTRUCTION
+
+    path = os.path.join(DATA_DIR, "lee_background.cor")
+    if not os.path.isfile(path):
+        pytest.skip("gensim test data missing: run scripts/fetch_data.sh")
+    with open(path, encoding="latin-1") as f:
+        lines = [line.strip() for line in f]
+    assert "Reserve Bank has cut official interest rates" in lines[RATE_CUT_LINE - 1]
+    docs = [lines[RATE_CUT_LINE - 1], lines[0], lines[1], lines[10], PYTHON_NOTE]
+    assert default_model.config.query_instruction == QUERY_INSTRUCTION
+    d = default_model.encode_documents(docs, normalize=True)
+    q = default_model.encode_queries(["interest rate cut", "central bank decision"],
+                                     normalize=True)
+    scores = q @ d.T
+    assert list(scores.argmax(axis=1)) == [0, 0], scores
+
+
+@pytest.mark.slow
+def test_loading_the_default_model_prints_no_library_noise(smollm2_gguf, tmp_path):
+    """First use (empty model cache: GGUF parse, adapter merges, cache write) prints only our
+    own line: no GGUF/shard progress bars, no FutureWarning from peft's adapter loading."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    env = {**os.environ, "LLM2VEC_RAG_CACHE": str(tmp_path / "cache"), "PYTHONWARNINGS": ""}
+    done = subprocess.run([sys.executable, "-m", "llm2vec_rag.cli", "encode", str(src), "-o",
+                           str(tmp_path / "out.npy"), "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(tmp_path / "cache")  # the first-load path ran
+    assert done.stderr.strip().splitlines() == [
+        f"encoded 2 texts -> {tmp_path / 'out.npy'} (dim 576)"], done.stderr

@@ -42,6 +42,27 @@ def test_lee_spearman_uses_the_upper_triangle(tiny_encoder, tmp_path):
         lee_spearman(tiny_encoder, str(tmp_path / "missing"))
 
 
+def test_eval_data_does_not_depend_on_the_current_folder(tmp_path, monkeypatch, capsys):
+    from llm2vec_rag.training.evaluate import DATA_ENV, default_data_dir, read_lee
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_data_dir() == os.path.join(checkout, "data", "gensim")
+    if os.path.isfile(os.path.join(checkout, "data", "gensim", "lee.cor")):
+        assert len(read_lee()[0]) == 50  # found from elsewhere, no data_dir given
+    docs, _ = write_lee(tmp_path / "lee")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "lee"))
+    assert read_lee()[0] == docs
+
+    # The CLI names its flag, and says so before loading any model (this one does not exist).
+    rc = main(["eval", "--model", str(tmp_path / "no-model"), "--data-dir",
+               str(tmp_path / "missing")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing/lee.cor not found" in err and "pass --data-dir" in err
+    assert "data_dir=" not in err and "no-model" not in err
+
+
 def test_cli_train_mntp_then_eval_with_the_adapter(tiny_model_dir, tmp_path, capsys):
     base = tiny_model_dir("llama", "bytelevel")
     (tmp_path / "c.txt").write_text("\n".join(CORPUS * 2), encoding="utf-8")

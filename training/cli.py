@@ -39,8 +39,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Lee similarity (default), retrieval on a BEIR folder (--beir), or MTEB tasks (--mteb)."""
     from llm2vec_rag.cli import load_encoder
 
-    from .evaluate import lee_spearman
+    from .evaluate import lee_spearman, read_lee
 
+    if not (args.beir or args.mteb):
+        read_lee(args.data_dir, flag="--data-dir")  # missing data: say so before the model loads
     encoder = load_encoder(args)
     if args.beir:
         return _eval_beir(args, encoder)
@@ -93,8 +95,10 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("eval", parents=[model_flags],
                               help="Lee similarity, BEIR retrieval or MTEB tasks",
                               description=cmd_eval.__doc__)
-    p.add_argument("--data-dir", default="data/gensim",
-                   help="folder with lee.cor and similarities0-1.txt")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with lee.cor and similarities0-1.txt (default: "
+                        "$LLM2VEC_RAG_DATA, else data/gensim of this checkout, where "
+                        "scripts/fetch_data.sh puts them)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--beir", default=None, metavar="DIR",
                        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv): "
@@ -105,5 +109,5 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--instruction", default=None,
                    help="query instruction for --beir (default: the model's configured one)")
     p.add_argument("--mteb-output", default=None, help="folder for MTEB's result files")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="texts per encode batch (default 8)")
     p.set_defaults(func=cmd_eval)

@@ -14,15 +14,28 @@ import numpy as np
 
 LEE_DOCS = "lee.cor"
 LEE_RATINGS = "similarities0-1.txt"
+DATA_ENV = "LLM2VEC_RAG_DATA"
+# The checkout this package runs from (an editable install): where scripts/fetch_data.sh
+# writes data/gensim, whatever the current folder.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def read_lee(data_dir: str = "data/gensim") -> tuple[list[str], np.ndarray]:
-    """(50 documents, [50, 50] ratings), with a clear error if the files are missing/mismatched."""
+def default_data_dir() -> str:
+    """``$LLM2VEC_RAG_DATA``, else the checkout's ``data/gensim`` (not the current folder's)."""
+    return os.environ.get(DATA_ENV) or os.path.join(_CHECKOUT, "data", "gensim")
+
+
+def read_lee(data_dir: str | None = None, flag: str = "data_dir=") -> tuple[list[str], np.ndarray]:
+    """(50 documents, [50, 50] ratings), with a clear error if the files are missing/mismatched.
+    ``flag`` is how the caller's user names the folder (the CLI: ``--data-dir``)."""
+    data_dir = data_dir or default_data_dir()
     docs_path, ratings_path = (os.path.join(data_dir, n) for n in (LEE_DOCS, LEE_RATINGS))
     for path in (docs_path, ratings_path):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: run scripts/fetch_data.sh or pass "
-                                    "data_dir= (gensim's test_data folder)")
+            raise FileNotFoundError(
+                f"{path} not found: run scripts/fetch_data.sh (gensim's test data into "
+                f"{os.path.join(_CHECKOUT, 'data', 'gensim')}), or pass {flag} (or set "
+                f"{DATA_ENV}) a folder holding {LEE_DOCS} and {LEE_RATINGS}")
     with open(docs_path, encoding="latin-1") as f:
         docs = [line.strip() for line in f if line.strip()]
     ratings = np.loadtxt(ratings_path)
@@ -48,8 +61,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def lee_spearman(encoder, data_dir: str = "data/gensim", batch_size: int = 8) -> float:
-    """Spearman of pairwise cosine similarities vs human ratings on the Lee documents.
+def lee_spearman(encoder, data_dir: str | None = None, batch_size: int = 8) -> float:
+    """Spearman of pairwise cosine similarities vs human ratings on the Lee documents
+    (``data_dir``: default ``default_data_dir()``).
 
     ``encoder`` is anything with ``encode(texts, batch_size=, normalize=)`` (LLM2Vec, the ONNX
     Runtime encoder). Documents are encoded without an instruction.

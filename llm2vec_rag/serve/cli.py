@@ -85,17 +85,20 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default: loopback only)")
-    g.add_argument("--port", type=int, default=8080)
+    g.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     g.add_argument("--served-model-name", default=None,
                    help="the model id clients send (default: the model's name); "
                         "'<id>-query' embeds with the query instruction")
     g.add_argument("--query-instruction", default=None,
                    help="instruction for input_type=query and the '<id>-query' model "
                         "(default: the model's saved config)")
-    g.add_argument("--document-instruction", default=None)
+    g.add_argument("--document-instruction", default=None,
+                   help="instruction for input_type=document (default: the model's saved "
+                        "config, usually none)")
     g.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight requests after SIGTERM")
-    g.add_argument("--log-level", default="info")
+    g.add_argument("--log-level", default="info",
+                   help="uvicorn log level: critical|error|warning|info|debug|trace")
     g.add_argument("--access-log", action="store_true", help="log every request (no headers)")
     b = p.add_argument_group("batching and limits")
     b.add_argument("--max-batch-tokens", type=int, default=8192,
