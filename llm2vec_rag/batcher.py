@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .preprocess import check_instruction, check_texts
+from .preprocess import check_inputs
 from .protocol import Encoder
 from .quantize import normalize_rows
 
@@ -124,8 +124,7 @@ class Batcher:
         """Queue one request; the future gives a ``Result`` (or the request's own error)."""
         if self._closed.is_set():
             raise Closed("the server is shutting down: send the request to another replica")
-        texts = check_texts(texts)
-        instruction = check_instruction(instruction, len(texts))
+        texts, instruction = check_inputs(texts, instruction)
         if isinstance(instruction, str):
             instruction = [instruction] * len(texts)
         request = _Request(texts, instruction, normalize, truncate, Future())

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import EncoderConfig
-from .preprocess import Batch, Preprocessor, check_instruction, check_texts
+from .preprocess import Batch, Preprocessor, check_inputs, check_instruction
 from .quantize import check_output_options, finish
 from .spec import EncoderSpec
 
@@ -85,8 +85,7 @@ class BaseEncoder:
         ``ranges`` or this batch) are sentence-transformers' (``llm2vec_rag.quantize``).
         ``pool`` (from ``start_multi_process_pool``) spreads the work over its workers.
         """
-        texts = check_texts(texts)
-        instruction = check_instruction(instruction, len(texts))
+        texts, instruction = check_inputs(texts, instruction)
         check_output_options(precision, truncate_dim, self.dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if texts and pool is not None and len(texts) >= pool.min_texts:
@@ -103,8 +102,7 @@ class BaseEncoder:
         """Tokens each text takes before truncation, instruction and special tokens included:
         what a server bills (``usage``) and budgets batches with; above
         ``config.max_length`` a text is truncated by ``encode``."""
-        texts = check_texts(texts)
-        instruction = check_instruction(instruction, len(texts))
+        texts, instruction = check_inputs(texts, instruction)
         with self._lock:
             return self.preprocessor.count(texts, instruction)
 

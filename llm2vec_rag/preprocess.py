@@ -70,7 +70,8 @@ def check_texts(texts: object) -> list[str]:
         )
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            hint = " (nested lists are not accepted: flatten them first)" if isinstance(
+            hint = (" (nested lists are accepted only as [instruction, text] pairs, all of "
+                    "them: flatten them first)") if isinstance(
                 t, (list, tuple)) else ""
             if isinstance(t, (bytes, bytearray)):
                 hint = " (bytes: decode them first, e.g. t.decode('utf-8'))"
@@ -78,6 +79,40 @@ def check_texts(texts: object) -> list[str]:
         if not t.isascii() and (why := unencodable(t)):
             raise ValueError(f"texts[{i}] {why}")
     return list(texts)
+
+
+def check_inputs(texts: object,
+                 instruction: object = None) -> tuple[list[str], str | list[str]]:
+    """Checked texts and instruction(s); also the reference llm2vec's input.
+
+    llm2vec 0.2.3 takes ``[[instruction, text], ...]``: one instruction per text, ``""`` for
+    none. Such a list becomes ``(texts, [instruction, ...])``, the per-text instructions
+    ``encode`` already has, so pairs get exactly the reference's semantics (the instruction
+    attended to, not pooled) and every path that checks input here accepts them.
+    """
+    if _is_pair_list(texts):
+        if instruction is not None:
+            raise ValueError("texts are [instruction, text] pairs, which carry their own "
+                             "instructions: do not pass instruction= as well")
+        pairs = list(texts)  # type: ignore[arg-type]
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(
+                    isinstance(p, str) for p in pair):
+                raise TypeError(f"texts[{i}] is {pair!r:.80}: texts given as pairs must all be "
+                                f"[instruction, text] with two strings (\"\" for no "
+                                f"instruction), as llm2vec 0.2.3 takes them")
+        texts, instruction = [p[1] for p in pairs], [p[0] for p in pairs]
+    texts = check_texts(texts)
+    return texts, check_instruction(instruction, len(texts))
+
+
+def _is_pair_list(texts: object) -> bool:
+    """A non-empty list whose first item is an ``[instruction, text]`` pair of strings."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence) or not texts:
+        return False
+    first = texts[0]
+    return isinstance(first, (list, tuple)) and len(first) == 2 and all(
+        isinstance(p, str) for p in first)
 
 
 def check_instruction(instruction: object, n_texts: int | None = None) -> str | list[str]:

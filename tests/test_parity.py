@@ -58,6 +58,8 @@ def run_reference(ref_python: str, tmp_path, request: dict) -> dict[str, np.ndar
 
 
 OURS = {"mean": "mean", "weighted_mean": "weighted_mean", "eos_token": "eos"}
+# The reference's own input: one instruction per item, "" for none, mixed in one batch.
+PAIRS = [[("", INSTRUCTION, "Retrieve a news article")[i % 3], t] for i, t in enumerate(TEXTS)]
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma"])
@@ -65,13 +67,15 @@ def test_tiny_models_match_reference(ref_python, tmp_path, arch):
     folder = str(tmp_path / f"tiny-{arch}")
     ref = run_reference(ref_python, tmp_path, {
         "model": folder, "kind": "tiny", "build_arch": arch, "pooling": list(OURS),
-        "texts": TEXTS, "instruction": INSTRUCTION})
+        "texts": TEXTS, "instruction": INSTRUCTION, "pairs": PAIRS})
     for ref_pooling, pooling in OURS.items():
         model = LLM2Vec.from_pretrained(folder, pooling=pooling)
         for name, instruction in (("plain", None), ("instructed", INSTRUCTION)):
             ours = model.encode(TEXTS, instruction=instruction, batch_size=3)
             diff = np.abs(ours - ref[f"{ref_pooling}/{name}"]).max()
             assert diff <= 1e-4, f"{arch} {pooling} {name}: max abs diff {diff:.2e}"
+        diff = np.abs(model.encode(PAIRS, batch_size=3) - ref[f"{ref_pooling}/pairs"]).max()
+        assert diff <= 1e-4, f"{arch} {pooling} [instruction, text] pairs: max abs diff {diff:.2e}"
 
 
 @pytest.mark.slow
