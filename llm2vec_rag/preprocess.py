@@ -151,7 +151,7 @@ class Preprocessor:
         self.append_eos = append_eos
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
-        self.lead, self.trail = _special_template(tokenizer)
+        self.lead, self.trail = special_template(tokenizer)
 
     def text_budget(self, instruction: str = "") -> int:
         """Text tokens that fit in ``max_length`` beside the special-token template and
@@ -254,7 +254,7 @@ class Preprocessor:
         return Batch(input_ids, attention, embed, index)
 
 
-def _special_template(tokenizer) -> tuple[int, int]:
+def special_template(tokenizer) -> tuple[int, int]:
     """How many special tokens the tokenizer adds before and after the content (BOS, EOS)."""
     probe = "a"
     plain = tokenizer(probe, add_special_tokens=False)["input_ids"]

@@ -4,7 +4,8 @@
 
 REQUEST: {"model": folder, "kind": "tiny" | "plain", "pooling": [...], "texts": [...],
           "instruction": str, "build_arch": optional, "pairs": optional [[instruction, text],
-          ...] encoded as given (per-item instructions)}. "tiny": a folder saved by tests/tiny.py
+          ...] encoded as given (per-item instructions), "doc_max_length": optional int
+          (plain texts encoded again with that setting)}. "tiny": a folder saved by tests/tiny.py
 (built here first when "build_arch" is given). "plain": a folder with
 model.safetensors (bare LlamaModel keys), tokenizer.json and llm2vec_params.json (LlamaConfig
 fields), written by the parity test from the weights transformers 5 dequantized (transformers
@@ -60,6 +61,10 @@ def main(request_path, out_path):
         if req.get("pairs"):
             vecs = l2v.encode(req["pairs"], batch_size=4, show_progress_bar=False)
             out[f"{pooling}/pairs"] = np.asarray(vecs, dtype=np.float32)
+        if req.get("doc_max_length"):
+            l2v.doc_max_length = req["doc_max_length"]
+            vecs = l2v.encode(req["texts"], batch_size=4, show_progress_bar=False)
+            out[f"{pooling}/doc_max_length"] = np.asarray(vecs, dtype=np.float32)
     np.savez(out_path, **out)
 
 
