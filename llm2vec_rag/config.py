@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 CONFIG_NAME = "llm2vec_config.json"
 
@@ -15,6 +15,45 @@ _POOLING_ALIASES = {"eos_token": "eos", "last_token": "last", "bos_token": "bos"
 # llm2vec 0.2.3's other encoder keys (its from_pretrained kwargs and llm2vec_config.json),
 # mapped by resolve_reference_keys.
 REFERENCE_KEYS = ("skip_instruction", "doc_max_length")
+
+
+def check_prompts(prompts: object) -> dict[str, str]:
+    """Named instructions: strings by string names, not "query"/"document" (those are
+    ``query_instruction`` / ``document_instruction``)."""
+    if prompts is None:
+        return {}
+    if not isinstance(prompts, dict):
+        raise TypeError(f"prompts must be a dict of name -> instruction, got "
+                        f"{type(prompts).__name__}")
+    for name, text in prompts.items():
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise TypeError(f"prompts[{name!r}] must map a string name to a string, got "
+                            f"{type(text).__name__}")
+        if name in INSTRUCTION_PROMPTS:
+            raise ValueError(f"prompts[{name!r}]: the {name!r} prompt is "
+                             f"{INSTRUCTION_PROMPTS[name]}; set that instead (from_pretrained("
+                             f"prompts=...) does it for you)")
+    return prompts
+
+
+def split_prompts(prompts: dict[str, str] | None, query_instruction: str | None,
+                  document_instruction: str | None) -> tuple[str | None, str | None, dict]:
+    """sentence-transformers' ``prompts={"query": ..., "document": ..., other...}`` as
+    (query_instruction, document_instruction, the other prompts)."""
+    if prompts is None:
+        return query_instruction, document_instruction, {}
+    if not isinstance(prompts, dict):
+        raise TypeError(f"prompts must be a dict of name -> instruction, got "
+                        f"{type(prompts).__name__}")
+    out = {"query": query_instruction, "document": document_instruction}
+    for name in INSTRUCTION_PROMPTS:
+        if name in prompts:
+            if out[name] is not None and out[name].strip() != prompts[name].strip():
+                raise ValueError(f"prompts[{name!r}] and {INSTRUCTION_PROMPTS[name]} disagree "
+                                 f"({prompts[name]!r} vs {out[name]!r}): pass one of them")
+            out[name] = prompts[name]
+    extra = {k: v for k, v in prompts.items() if k not in INSTRUCTION_PROMPTS}
+    return out["query"], out["document"], check_prompts(extra)
 
 
 def check_pooling(pooling: str) -> str:
@@ -28,24 +67,57 @@ def check_pooling(pooling: str) -> str:
     return pooling
 
 
+# The prompt names that are the config's two instructions (sentence-transformers' names).
+INSTRUCTION_PROMPTS = {"query": "query_instruction", "document": "document_instruction"}
+
+
 @dataclass
 class EncoderConfig:
     """How texts become vectors; everything except the network weights.
 
     ``query_instruction`` / ``document_instruction`` are the defaults of
     ``encode_queries`` / ``encode_documents``: LLM2Vec models are trained with an
-    instruction on the query side only.
+    instruction on the query side only. ``prompts`` holds further named instructions
+    (``encode(..., prompt_name=...)``); the names "query" and "document" are the two above.
+
+    Every assignment is checked, so ``model.config.pooling = "eos"`` after loading is
+    validated at once, and encoders read the config at each call (it takes effect).
     """
 
     pooling: str = "mean"
     max_length: int = 512
     query_instruction: str | None = None
     document_instruction: str | None = None
+    prompts: dict[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.pooling = check_pooling(self.pooling)
-        if not isinstance(self.max_length, int) or self.max_length < 2:
-            raise ValueError(f"max_length must be an integer >= 2, got {self.max_length!r}")
+    def __setattr__(self, name: str, value) -> None:
+        if name == "pooling":
+            value = check_pooling(value)
+        elif name == "max_length":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+                raise ValueError(f"max_length must be an integer >= 2, got {value!r}")
+        elif name in INSTRUCTION_PROMPTS.values():
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a string or None, got {type(value).__name__}")
+        elif name == "prompts":
+            value = check_prompts(value)
+        object.__setattr__(self, name, value)
+
+    def prompt(self, name: str) -> str:
+        """The instruction named ``name`` ("query", "document" or a key of ``prompts``)."""
+        check_prompts(self.prompts)  # the dict may have been changed in place
+        if name in INSTRUCTION_PROMPTS:
+            return getattr(self, INSTRUCTION_PROMPTS[name]) or ""
+        if name not in self.prompts:
+            raise ValueError(f"prompt_name={name!r} is not a configured prompt; known: "
+                             f"{sorted({*INSTRUCTION_PROMPTS, *self.prompts})}. Add it with "
+                             f"from_pretrained(..., prompts={{{name!r}: '...'}}) or "
+                             f"model.config.prompts[{name!r}] = '...'")
+        return self.prompts[name]
+
+    def all_prompts(self) -> dict[str, str]:
+        """Every named instruction, "query" and "document" included ("" for none)."""
+        return {name: self.prompt(name) for name in (*INSTRUCTION_PROMPTS, *self.prompts)}
 
     def save(self, folder: str | os.PathLike) -> None:
         with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .config import EncoderConfig
 from .preprocess import Batch, Preprocessor, check_inputs, check_instruction
 from .quantize import check_output_options, finish
+from .similarity import similarity, similarity_pairwise
 from .spec import EncoderSpec
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class BaseEncoder:
     # How another process builds this same encoder (None when it was built from objects in
     # memory rather than by name: then it cannot be rebuilt elsewhere).
     spec: EncoderSpec | None = None
+    # model.similarity's function (sentence-transformers' names): cosine, dot, euclidean,
+    # manhattan.
+    similarity_fn_name: str = "cosine"
     # The default token budget of encode(); subclasses pick it for their device.
     max_batch_tokens: int | None = CPU_MAX_BATCH_TOKENS
 
@@ -72,6 +76,8 @@ class BaseEncoder:
         truncate_dim: int | None = None,
         ranges: np.ndarray | None = None,
         pool: EncodePool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
 
@@ -84,7 +90,12 @@ class BaseEncoder:
         ``truncate_dim`` / ``precision`` (int8, uint8, binary, ubinary; int8 ranges from
         ``ranges`` or this batch) are sentence-transformers' (``llm2vec_rag.quantize``).
         ``pool`` (from ``start_multi_process_pool``) spreads the work over its workers.
+        ``prompt_name`` ("query", "document" or a key of ``config.prompts``) / ``prompt``
+        are sentence-transformers' names for an instruction (joined with one space, as
+        LLM2Vec does, and not pooled). Texts may also be llm2vec 0.2.3's
+        ``[[instruction, text], ...]`` pairs.
         """
+        instruction = self._resolve_prompt(instruction, prompt_name, prompt)
         texts, instruction = check_inputs(texts, instruction)
         check_output_options(precision, truncate_dim, self.dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -96,6 +107,30 @@ class BaseEncoder:
                 self._encode_into(out, texts, instruction, batch_size, show_progress,
                                   max_batch_tokens)
         return finish(out, normalize, truncate_dim, precision, ranges)
+
+    def _resolve_prompt(self, instruction, prompt_name: str | None, prompt: str | None):
+        given = [n for n, v in (("instruction", instruction), ("prompt_name", prompt_name),
+                                ("prompt", prompt)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} were both given: they name the same "
+                             "thing (the text before each input); pass one")
+        if prompt_name is not None:
+            return self.config.prompt(prompt_name)
+        return prompt if prompt is not None else instruction
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Named instructions, as sentence-transformers' ``model.prompts``."""
+        return self.config.all_prompts()
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``(n, m)`` scores of every row of ``a`` against every row of ``b`` with
+        ``similarity_fn_name`` (sentence-transformers' ``model.similarity``, as NumPy)."""
+        return similarity(a, b, self.similarity_fn_name)
+
+    def similarity_pairwise(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``(n,)`` scores of ``a[i]`` against ``b[i]``."""
+        return similarity_pairwise(a, b, self.similarity_fn_name)
 
     def count_tokens(self, texts: str | list[str],
                      instruction: str | list[str] | None = None) -> list[int]:
@@ -159,14 +194,18 @@ class BaseEncoder:
 
     def encode_queries(self, queries: str | list[str], instruction: str | None = None,
                        **encode_kwargs) -> np.ndarray:
-        """Queries get the configured query instruction unless one is given."""
-        if instruction is None:
+        """Queries get the configured query instruction unless one (or a prompt) is given."""
+        if instruction is None and not _names_prompt(encode_kwargs):
             instruction = self.config.query_instruction
         return self.encode(queries, instruction=instruction, **encode_kwargs)
 
     def encode_documents(self, documents: str | list[str], instruction: str | None = None,
                          **encode_kwargs) -> np.ndarray:
         """Documents get no instruction by default, as LLM2Vec models were trained."""
-        if instruction is None:
+        if instruction is None and not _names_prompt(encode_kwargs):
             instruction = self.config.document_instruction
         return self.encode(documents, instruction=instruction, **encode_kwargs)
+
+
+def _names_prompt(encode_kwargs: dict) -> bool:
+    return encode_kwargs.get("prompt_name") is not None or encode_kwargs.get("prompt") is not None

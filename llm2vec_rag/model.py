@@ -17,6 +17,7 @@ from .config import (
     check_pooling,
     read_reference_keys,
     resolve_reference_keys,
+    split_prompts,
 )
 from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
 from .loading import (
@@ -145,6 +146,7 @@ class LLM2Vec(BaseEncoder):
         max_length: int | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
+        prompts: dict[str, str] | None = None,
         gguf_file: str | None = None,
         enable_bidirectional: bool = True,
         device: str | torch.device | None = None,
@@ -170,8 +172,12 @@ class LLM2Vec(BaseEncoder):
 
         llm2vec 0.2.3's names are accepted, here and in a saved ``llm2vec_config.json``:
         ``pooling_mode`` (= ``pooling``), ``skip_instruction`` and ``doc_max_length``
-        (mapped or refused by ``config.resolve_reference_keys``).
+        (mapped or refused by ``config.resolve_reference_keys``); sentence-transformers'
+        ``prompts={"query": ..., "document": ..., name: ...}`` (the first two are the query
+        and document instructions).
         """
+        query_instruction, document_instruction, prompts = split_prompts(
+            prompts, query_instruction, document_instruction)
         if pooling_mode is not None:
             if pooling is not None and check_pooling(pooling) != check_pooling(pooling_mode):
                 raise ValueError(f"pooling={pooling!r} and pooling_mode={pooling_mode!r} "
@@ -227,6 +233,8 @@ class LLM2Vec(BaseEncoder):
                      query_instruction=query_instruction,
                      document_instruction=document_instruction)
         settings.update({k: v for k, v in given.items() if v is not None})
+        if prompts:
+            settings["prompts"] = {**settings.get("prompts", {}), **prompts}
         if max_length is not None:  # the caller's limit replaces a saved doc_max_length
             reference.pop("doc_max_length", None)
         given = dict(skip_instruction=skip_instruction, doc_max_length=doc_max_length)
@@ -246,7 +254,8 @@ class LLM2Vec(BaseEncoder):
                                      "bidirectional": enable_bidirectional})
         encoder.spec = _spec(str(model_name_or_path), adapters, dict(
             pooling=pooling, max_length=max_length, query_instruction=query_instruction,
-            document_instruction=document_instruction, gguf_file=gguf_file if gguf_file and
+            document_instruction=document_instruction, prompts=prompts or None,
+            gguf_file=gguf_file if gguf_file and
             not str(model_name_or_path).endswith(".gguf") else None,
             enable_bidirectional=None if enable_bidirectional else False,
             device=str(device), dtype=None if dtype is None else str(dtype).replace("torch.", ""),
