@@ -115,6 +115,21 @@ class OnnxLLM2Vec(BaseEncoder):
             file_name=None if file_name == MODEL_FILE else file_name))
         return encoder
 
+    def _apply_pooling(self, pooling: str) -> None:
+        exported = self.info.get("pooling") or getattr(self, "_exported_pooling", None)
+        if exported is None:  # no export info: the pooling first configured is the graph's
+            exported = self._exported_pooling = pooling
+        if pooling != exported:
+            raise ValueError(
+                f"config.pooling={pooling!r}, but this ONNX graph was exported with "
+                f"{exported!r} pooling, which is compiled into it: set it back, or export "
+                f"again (llm2vec-rag export onnx --pooling {pooling} ...)")
+        if self.profile is not None and self.config.max_length > self.profile.max_seq:
+            raise ValueError(
+                f"config.max_length={self.config.max_length} exceeds the TensorRT profile's "
+                f"max_seq={self.profile.max_seq}: rebuild the engine with a larger --max-seq, "
+                f"or set max_length<={self.profile.max_seq}")
+
     def _forward_batch(self, batch: Batch) -> np.ndarray:
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                   "embed_mask": batch.embed_mask}

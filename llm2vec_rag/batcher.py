@@ -100,7 +100,6 @@ class Batcher:
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.encoder = encoder
-        self.max_length = int(encoder.config.max_length)
         self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000
         self.max_queue, self.merge, self.on_batch = max_queue, merge, on_batch
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -112,6 +111,11 @@ class Batcher:
             self.start()
 
     # -- caller side -------------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """The encoder's limit, read at each use (a changed ``config.max_length`` counts)."""
+        return int(self.encoder.config.max_length)
+
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()

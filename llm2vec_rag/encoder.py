@@ -56,10 +56,34 @@ class BaseEncoder:
         # One call at a time: fast tokenizers and some runtimes are not safe to call from
         # several threads at once (async frameworks, the indexer's executor).
         self._lock = threading.Lock()
-        self.preprocessor = Preprocessor(
-            self.tokenizer, self.config.max_length,
-            append_eos=self.config.pooling == "eos", padding_side=padding_side,
-        )
+        self._padding_side = padding_side
+        self._applied: tuple | None = None
+        self._sync_config()
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """Tokenization and batching for the config as it is now (see ``_sync_config``)."""
+        self._sync_config()
+        return self._preprocessor
+
+    def _settings(self) -> tuple[int, str]:
+        return self.config.max_length, self.config.pooling
+
+    def _sync_config(self) -> None:
+        """Apply ``config.max_length`` / ``config.pooling`` if they changed since the last call
+        (``model.config.pooling = "eos"`` after loading takes effect on the next encode)."""
+        settings = self._settings()
+        if settings == self._applied:
+            return
+        max_length, pooling = settings
+        self._apply_pooling(pooling)  # may refuse (ONNX: pooling is inside the graph)
+        self._preprocessor = Preprocessor(self.tokenizer, max_length,
+                                          append_eos=pooling == "eos",
+                                          padding_side=self._padding_side)
+        self._applied = settings
+
+    def _apply_pooling(self, pooling: str) -> None:
+        """Subclasses make their forward pass use ``pooling`` or raise if they cannot."""
 
     def _forward_batch(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError
@@ -99,6 +123,11 @@ class BaseEncoder:
         texts, instruction = check_inputs(texts, instruction)
         check_output_options(precision, truncate_dim, self.dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if pool is not None and getattr(pool, "settings", None) not in (None, self._settings()):
+            raise ValueError(
+                f"model.config changed (max_length, pooling: {pool.settings} -> "
+                f"{self._settings()}) after this pool started, and its workers still use the "
+                "old settings: stop it and start a new one (start_multi_process_pool)")
         if texts and pool is not None and len(texts) >= pool.min_texts:
             out = pool.encode(texts, instruction, batch_size=batch_size,
                               max_batch_tokens=max_batch_tokens)
@@ -163,7 +192,8 @@ class BaseEncoder:
     def max_text_tokens(self, instruction: str | None = None) -> int:
         """How many tokens of text fit after the special tokens (BOS/EOS, the appended EOS of
         eos pooling) and ``instruction``: longer texts are truncated. Chunkers size by it."""
-        return self.preprocessor.text_budget(check_instruction(instruction))
+        with self._lock:
+            return self.preprocessor.text_budget(check_instruction(instruction))
 
     def encode_iter(self, texts: Iterable[str], chunk_size: int = 1024,
                     **encode_kwargs) -> Iterator[np.ndarray]:
@@ -185,7 +215,11 @@ class BaseEncoder:
             raise ValueError("This encoder was built from objects in memory, so other "
                              "processes cannot rebuild it: load it with from_pretrained(...) "
                              "or start EncodePool(EncoderSpec(...)) directly")
-        return EncodePool(self.spec, target_devices, **pool_options)
+        max_length, pooling = self._settings()  # the config as it is now, changes included
+        pool = EncodePool(self.spec.replace(max_length=max_length, pooling=pooling),
+                          target_devices, **pool_options)
+        pool.settings = (max_length, pooling)
+        return pool
 
     @staticmethod
     def stop_multi_process_pool(pool: EncodePool) -> None:

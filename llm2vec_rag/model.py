@@ -266,6 +266,10 @@ class LLM2Vec(BaseEncoder):
             doc_max_length=doc_max_length, **hub_kwargs))
         return encoder
 
+    def _apply_pooling(self, pooling: str) -> None:
+        # The module compiled by compile() wraps the same EncoderModule (_orig_mod).
+        getattr(self.module, "_orig_mod", self.module).pooling = pooling
+
     def compile(self) -> None:
         """Compile the forward pass (``torch.compile``, inductor). Shapes are dynamic from the
         first call (``dynamic=True``), so new batch sizes and lengths reuse one graph instead
