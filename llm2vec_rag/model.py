@@ -133,6 +133,19 @@ class LLM2Vec(BaseEncoder):
         self._init_preprocessor(padding_side)
 
     @property
+    def source(self) -> str:
+        """What the vectors come from (model, adapters, attention) plus the weights' dtype as
+        they are now, so bf16 and fp32 vectors of one model never share a store silently."""
+        dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        recorded = self._source
+        info = json.loads(recorded) if recorded.startswith("{") else {"model": recorded}
+        return json.dumps({**info, "dtype": dtype})
+
+    @source.setter
+    def source(self, value: str) -> None:
+        self._source = str(value)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
