@@ -135,6 +135,10 @@ def main() -> None:
         qc = quantize(qs, precision, ranges).astype(np.float32)
         dc = quantize(docs, precision, ranges).astype(np.float32)
         add(precision, qc @ dc.T, dim, "dot of codes (corpus-calibrated ranges)")
+    qc = quantize(qs, "uint8", ranges).astype(np.float32)
+    dc = quantize(docs, "uint8", ranges).astype(np.float32)
+    add("uint8, Euclidean", -((qc * qc).sum(1)[:, None] + (dc * dc).sum(1)[None] - 2 * qc @ dc.T),
+        dim, "minus squared L2 of codes (shift-invariant)")
     for precision in ("binary", "ubinary"):
         qb, db = quantize(qs, precision), quantize(docs, precision)
         if precision == "binary":  # int8 labels of the same bytes
