@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling
+from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling, split_prompts
 from llm2vec_rag.encoder import GPU_MAX_BATCH_TOKENS, BaseEncoder
 from llm2vec_rag.files import read_json_object
 from llm2vec_rag.preprocess import Batch
@@ -64,6 +64,7 @@ class OnnxLLM2Vec(BaseEncoder):
         pooling: str | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
+        prompts: dict[str, str] | None = None,
         padding_side: str = "left",
         file_name: str = MODEL_FILE,
     ) -> OnnxLLM2Vec:
@@ -71,6 +72,8 @@ class OnnxLLM2Vec(BaseEncoder):
         available, except for int8 graphs, which are tuned for CPUs); ``device``: cpu | cuda:N.
         ``io_binding`` (default on GPU) keeps outputs on the device between runs.
         ``pooling`` may only repeat the exported mode: it is compiled into the graph."""
+        query_instruction, document_instruction, prompts = split_prompts(
+            prompts, query_instruction, document_instruction)
         folder = Path(folder).expanduser()
         info = _read_folder(folder, file_name)
         variant = info.get("variant", "fp32")
@@ -91,6 +94,8 @@ class OnnxLLM2Vec(BaseEncoder):
         given = dict(max_length=max_length, query_instruction=query_instruction,
                      document_instruction=document_instruction)
         settings.update({k: v for k, v in given.items() if v is not None})
+        if prompts:
+            settings["prompts"] = {**settings.get("prompts", {}), **prompts}
         config = EncoderConfig(**settings)
         if profile is not None and config.max_length > profile.max_seq:
             raise ValueError(
@@ -105,10 +110,25 @@ class OnnxLLM2Vec(BaseEncoder):
         encoder.spec = EncoderSpec(str(folder), (), "onnx", dict(
             provider=provider, device=device, threads=threads, io_binding=io_binding,
             max_length=max_length, pooling=pooling, query_instruction=query_instruction,
-            document_instruction=document_instruction,
+            document_instruction=document_instruction, prompts=prompts or None,
             padding_side=None if padding_side == "left" else padding_side,
             file_name=None if file_name == MODEL_FILE else file_name))
         return encoder
+
+    def _apply_pooling(self, pooling: str) -> None:
+        exported = self.info.get("pooling") or getattr(self, "_exported_pooling", None)
+        if exported is None:  # no export info: the pooling first configured is the graph's
+            exported = self._exported_pooling = pooling
+        if pooling != exported:
+            raise ValueError(
+                f"config.pooling={pooling!r}, but this ONNX graph was exported with "
+                f"{exported!r} pooling, which is compiled into it: set it back, or export "
+                f"again (llm2vec-rag export onnx --pooling {pooling} ...)")
+        if self.profile is not None and self.config.max_length > self.profile.max_seq:
+            raise ValueError(
+                f"config.max_length={self.config.max_length} exceeds the TensorRT profile's "
+                f"max_seq={self.profile.max_seq}: rebuild the engine with a larger --max-seq, "
+                f"or set max_length<={self.profile.max_seq}")
 
     def _forward_batch(self, batch: Batch) -> np.ndarray:
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,

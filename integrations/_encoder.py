@@ -12,19 +12,36 @@ from typing import Any
 
 from llm2vec_rag.preprocess import check_count
 
-ENCODE_KWARGS = ("batch_size", "normalize", "show_progress", "max_batch_tokens")
+ENCODE_KWARGS = ("batch_size", "normalize", "show_progress", "max_batch_tokens", "prompt_name",
+                 "prompt", "truncate_dim")
+# sentence-transformers' spellings, as HuggingFaceEmbeddings users write encode_kwargs.
+ST_SPELLINGS = {"normalize_embeddings": "normalize", "show_progress_bar": "show_progress"}
 
 
-def check_encode_kwargs(encode_kwargs: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(encode_kwargs) - set(ENCODE_KWARGS))
-    if unknown:
-        raise ValueError(f"encode_kwargs: unknown key(s) {unknown}; allowed: {list(ENCODE_KWARGS)}")
-    if "batch_size" in encode_kwargs:
-        check_count("encode_kwargs['batch_size']", encode_kwargs["batch_size"])
-    if "max_batch_tokens" in encode_kwargs:
-        check_count("encode_kwargs['max_batch_tokens']", encode_kwargs["max_batch_tokens"],
-                    optional=True)
-    return dict(encode_kwargs)
+def check_encode_kwargs(encode_kwargs: dict[str, Any],
+                        field: str = "encode_kwargs") -> dict[str, Any]:
+    """``encode_kwargs`` in our names (sentence-transformers' spellings translated)."""
+    if not isinstance(encode_kwargs, dict):
+        raise TypeError(f"{field} must be a dict, got {type(encode_kwargs).__name__}")
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # our name -> the spelling it came as
+    for key, value in encode_kwargs.items():
+        ours = ST_SPELLINGS.get(key, key)
+        if ours not in ENCODE_KWARGS:
+            hint = (" (the frameworks want float vectors: quantize in the store instead, e.g. "
+                    "QdrantIndexer(quantization=...))" if key == "precision" else "")
+            raise ValueError(f"{field}: unknown key {key!r}{hint}; allowed: "
+                             f"{list(ENCODE_KWARGS)} (or sentence-transformers' "
+                             f"{list(ST_SPELLINGS)})")
+        if ours in out and out[ours] != value:
+            raise ValueError(f"{field}: {given[ours]!r} and {key!r} are the same setting with "
+                             f"different values; give one")
+        out[ours], given[ours] = value, key
+    if "batch_size" in out:
+        check_count(f"{field}['batch_size']", out["batch_size"])
+    if "max_batch_tokens" in out:
+        check_count(f"{field}['max_batch_tokens']", out["max_batch_tokens"], optional=True)
+    return out
 
 
 def check_text_list(texts: Any, method: str) -> list[str]:

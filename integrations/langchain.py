@@ -8,7 +8,10 @@
                             model_kwargs={"device": "cuda"}, encode_kwargs={"batch_size": 64})
 
 Queries get the query instruction, documents none (as LLM2Vec models were trained); both
-default to the encoder's own config. Async methods run the encoder in the loop's default
+default to the encoder's own config. ``encode_kwargs`` / ``query_encode_kwargs`` and
+``show_progress`` work as in langchain-huggingface's ``HuggingFaceEmbeddings``, in
+sentence-transformers' spellings (``normalize_embeddings``, ``show_progress_bar``,
+``prompt_name``...) or ours. Async methods run the encoder in the loop's default
 executor, so they never block the event loop.
 """
 
@@ -37,7 +40,13 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Passed to ``from_pretrained``: pooling, max_length, device, dtype, gguf_file, ..."""
     encode_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Passed to ``encode``: batch_size, normalize, show_progress, max_batch_tokens."""
+    """Passed to ``encode`` for documents (and queries, unless ``query_encode_kwargs``):
+    batch_size, normalize (normalize_embeddings), show_progress (show_progress_bar),
+    max_batch_tokens, prompt_name, prompt, truncate_dim."""
+    query_encode_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """For queries instead of ``encode_kwargs`` when not empty (as HuggingFaceEmbeddings)."""
+    show_progress: bool = False
+    """A progress bar (overridden by show_progress / show_progress_bar in the kwargs)."""
     query_instruction: str | None = None
     """None: the encoder's ``config.query_instruction``; "" forces no instruction."""
     document_instruction: str | None = None
@@ -49,6 +58,8 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
     @model_validator(mode="after")
     def _build_encoder(self) -> LLM2VecEmbeddings:
         self.encode_kwargs = check_encode_kwargs(self.encode_kwargs)
+        self.query_encode_kwargs = check_encode_kwargs(self.query_encode_kwargs,
+                                                       "query_encode_kwargs")
         if self.encoder is None:
             if not self.model_name:
                 raise ValueError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
@@ -64,15 +75,19 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
         if not texts:
             return []
         vecs = self.encoder.encode_documents(texts, instruction=self.document_instruction,
-                                             **self.encode_kwargs)
+                                             **self._kwargs(self.encode_kwargs))
         return vecs.tolist()
+
+    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {"show_progress": self.show_progress, **kwargs}
 
     def embed_query(self, text: str) -> list[float]:
         """One query, with the query instruction."""
         if not isinstance(text, str):
             raise TypeError(f"embed_query expects a string, got {type(text).__name__}")
+        kwargs = self.query_encode_kwargs or self.encode_kwargs
         vecs = self.encoder.encode_queries([text], instruction=self.query_instruction,
-                                           **self.encode_kwargs)
+                                           **self._kwargs(kwargs))
         return vecs[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:

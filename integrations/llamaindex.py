@@ -6,13 +6,17 @@
 
 Queries get ``query_instruction``, texts (documents) ``text_instruction``; both default to
 the encoder's config (LLM2Vec: an instruction for queries, none for documents). Batches
-follow ``embed_batch_size``; async methods run in an executor thread.
+follow ``embed_batch_size``; async methods run in an executor thread. As LlamaIndex's
+``HuggingFaceEmbedding``: vectors are normalised by default (``normalize=True``), and
+``device`` / ``max_length`` are fields (given when loading by name; read from the encoder
+when one is passed in); ``model_name`` names the model even when built from an encoder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from typing import Any
 
 from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, BaseEmbedding
@@ -34,6 +38,10 @@ class LLM2VecEmbeddings(BaseEmbedding):
                                           description="for encode: normalize, max_batch_tokens")
     query_instruction: str | None = Field(default=None, description="None: encoder config")
     text_instruction: str | None = Field(default=None, description="None: encoder config")
+    normalize: bool = Field(default=True, description="unit vectors, as HuggingFaceEmbedding")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ... (None: auto)")
+    max_length: int | None = Field(default=None, gt=1,
+                                   description="tokens per text (None: the model's config)")
     _encoder: Any = PrivateAttr()
 
     def __init__(self, model_name: str | None = None, *, encoder: Any = None,
@@ -41,14 +49,40 @@ class LLM2VecEmbeddings(BaseEmbedding):
         if encoder is None and not model_name:
             raise ValueError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
                              "path) or encoder= (an LLM2Vec / OnnxLLM2Vec)")
-        super().__init__(model_name=model_name or type(encoder).__name__,
+        super().__init__(model_name=model_name or _model_name(encoder),
                          embed_batch_size=embed_batch_size, **kwargs)
         self.encode_kwargs = check_encode_kwargs(self.encode_kwargs)
         if "batch_size" in self.encode_kwargs:
             raise ValueError("set embed_batch_size=, not encode_kwargs['batch_size']")
+        if "normalize" in self.encode_kwargs:
+            if "normalize" in self.model_fields_set and \
+                    self.encode_kwargs["normalize"] != self.normalize:
+                raise ValueError("normalize= and encode_kwargs['normalize'] disagree: give one")
+            self.normalize = bool(self.encode_kwargs.pop("normalize"))
         if encoder is None:
-            encoder = load_encoder(model_name, self.adapters, self.backend, **self.model_kwargs)
+            encoder = load_encoder(model_name, self.adapters, self.backend,
+                                   **self._load_kwargs())
+        else:
+            for name in ("device", "max_length"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}= applies when loading by model_name; this "
+                                     f"encoder is already built (for max_length set "
+                                     f"encoder.config.max_length)")
         self._encoder = check_encoder(encoder)
+        self.device = _device(encoder)
+        self.max_length = int(encoder.config.max_length)
+
+    def _load_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.model_kwargs)
+        for name in ("device", "max_length"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if kwargs.get(name) not in (None, value):
+                raise ValueError(f"{name}={value!r} and model_kwargs[{name!r}]="
+                                 f"{kwargs[name]!r} disagree: give one")
+            kwargs[name] = value
+        return kwargs
 
     @classmethod
     def class_name(cls) -> str:
@@ -60,7 +94,7 @@ class LLM2VecEmbeddings(BaseEmbedding):
 
     def _encode(self, method: str, texts: list[str], instruction: str | None) -> list[list[float]]:
         kwargs = {"batch_size": self.embed_batch_size, "show_progress": False,
-                  **self.encode_kwargs}
+                  "normalize": self.normalize, **self.encode_kwargs}
         vecs = getattr(self._encoder, method)(list(texts), instruction=instruction, **kwargs)
         return vecs.tolist()
 
@@ -99,6 +133,30 @@ class LLM2VecEmbeddings(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await self._run(self._get_text_embeddings, texts)
+
+
+def _model_name(encoder: Any) -> str:
+    """What the encoder was loaded from (its spec, or the model in its source), else its
+    class name."""
+    spec = getattr(encoder, "spec", None)
+    if spec is not None:
+        return str(spec.model)
+    source = str(getattr(encoder, "source", "") or "")
+    try:
+        source = str(json.loads(source).get("model") or "")
+    except (ValueError, AttributeError):
+        pass
+    return source or type(encoder).__name__
+
+
+def _device(encoder: Any) -> str | None:
+    device = getattr(encoder, "device", None)
+    if device is not None:
+        return str(device)
+    provider = getattr(encoder, "provider", None)  # ONNX Runtime
+    if provider is None:
+        return None
+    return "cpu" if provider == "CPUExecutionProvider" else f"cuda:{encoder.device_id}"
 
 
 LLM2VecEmbedding = LLM2VecEmbeddings

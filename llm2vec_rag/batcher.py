@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .preprocess import check_instruction, check_texts
+from .preprocess import check_inputs
 from .protocol import Encoder
 from .quantize import normalize_rows
 
@@ -100,7 +100,6 @@ class Batcher:
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.encoder = encoder
-        self.max_length = int(encoder.config.max_length)
         self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000
         self.max_queue, self.merge, self.on_batch = max_queue, merge, on_batch
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -113,6 +112,11 @@ class Batcher:
 
     # -- caller side -------------------------------------------------------------------------
     @property
+    def max_length(self) -> int:
+        """The encoder's limit, read at each use (a changed ``config.max_length`` counts)."""
+        return int(self.encoder.config.max_length)
+
+    @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
@@ -124,8 +128,7 @@ class Batcher:
         """Queue one request; the future gives a ``Result`` (or the request's own error)."""
         if self._closed.is_set():
             raise Closed("the server is shutting down: send the request to another replica")
-        texts = check_texts(texts)
-        instruction = check_instruction(instruction, len(texts))
+        texts, instruction = check_inputs(texts, instruction)
         if isinstance(instruction, str):
             instruction = [instruction] * len(texts)
         request = _Request(texts, instruction, normalize, truncate, Future())

@@ -22,10 +22,11 @@ from .preprocess import (
     Preprocessor,
     check_batching,
     check_count,
+    check_inputs,
     check_instruction,
-    check_texts,
 )
 from .quantize import check_output_options, finish
+from .similarity import similarity, similarity_pairwise
 from .spec import EncoderSpec
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ class BaseEncoder:
     # How another process builds this same encoder (None when it was built from objects in
     # memory rather than by name: then it cannot be rebuilt elsewhere).
     spec: EncoderSpec | None = None
+    # model.similarity's function (sentence-transformers' names): cosine, dot, euclidean,
+    # manhattan.
+    similarity_fn_name: str = "cosine"
     # The default token budget of encode(); subclasses pick it for their device.
     max_batch_tokens: int | None = CPU_MAX_BATCH_TOKENS
 
@@ -59,10 +63,34 @@ class BaseEncoder:
         # One call at a time: fast tokenizers and some runtimes are not safe to call from
         # several threads at once (async frameworks, the indexer's executor).
         self._lock = threading.Lock()
-        self.preprocessor = Preprocessor(
-            self.tokenizer, self.config.max_length,
-            append_eos=self.config.pooling == "eos", padding_side=padding_side,
-        )
+        self._padding_side = padding_side
+        self._applied: tuple | None = None
+        self._sync_config()
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """Tokenization and batching for the config as it is now (see ``_sync_config``)."""
+        self._sync_config()
+        return self._preprocessor
+
+    def _settings(self) -> tuple[int, str]:
+        return self.config.max_length, self.config.pooling
+
+    def _sync_config(self) -> None:
+        """Apply ``config.max_length`` / ``config.pooling`` if they changed since the last call
+        (``model.config.pooling = "eos"`` after loading takes effect on the next encode)."""
+        settings = self._settings()
+        if settings == self._applied:
+            return
+        max_length, pooling = settings
+        self._apply_pooling(pooling)  # may refuse (ONNX: pooling is inside the graph)
+        self._preprocessor = Preprocessor(self.tokenizer, max_length,
+                                          append_eos=pooling == "eos",
+                                          padding_side=self._padding_side)
+        self._applied = settings
+
+    def _apply_pooling(self, pooling: str) -> None:
+        """Subclasses make their forward pass use ``pooling`` or raise if they cannot."""
 
     def _forward_batch(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError
@@ -79,6 +107,8 @@ class BaseEncoder:
         truncate_dim: int | None = None,
         ranges: np.ndarray | None = None,
         pool: EncodePool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
 
@@ -91,12 +121,21 @@ class BaseEncoder:
         ``truncate_dim`` / ``precision`` (int8, uint8, binary, ubinary; int8 ranges from
         ``ranges`` or this batch) are sentence-transformers' (``llm2vec_rag.quantize``).
         ``pool`` (from ``start_multi_process_pool``) spreads the work over its workers.
+        ``prompt_name`` ("query", "document" or a key of ``config.prompts``) / ``prompt``
+        are sentence-transformers' names for an instruction (joined with one space, as
+        LLM2Vec does, and not pooled). Texts may also be llm2vec 0.2.3's
+        ``[[instruction, text], ...]`` pairs.
         """
-        texts = check_texts(texts)
-        instruction = check_instruction(instruction, len(texts))
+        instruction = self._resolve_prompt(instruction, prompt_name, prompt)
+        texts, instruction = check_inputs(texts, instruction)
         batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
         check_output_options(precision, truncate_dim, self.dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if pool is not None and getattr(pool, "settings", None) not in (None, self._settings()):
+            raise ValueError(
+                f"model.config changed (max_length, pooling: {pool.settings} -> "
+                f"{self._settings()}) after this pool started, and its workers still use the "
+                "old settings: stop it and start a new one (start_multi_process_pool)")
         if texts and pool is not None and len(texts) >= pool.min_texts:
             out = pool.encode(texts, instruction, batch_size=batch_size,
                               max_batch_tokens=max_batch_tokens)
@@ -106,13 +145,36 @@ class BaseEncoder:
                                   max_batch_tokens)
         return finish(out, normalize, truncate_dim, precision, ranges)
 
+    def _resolve_prompt(self, instruction, prompt_name: str | None, prompt: str | None):
+        given = [n for n, v in (("instruction", instruction), ("prompt_name", prompt_name),
+                                ("prompt", prompt)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} were both given: they name the same "
+                             "thing (the text before each input); pass one")
+        if prompt_name is not None:
+            return self.config.prompt(prompt_name)
+        return prompt if prompt is not None else instruction
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Named instructions, as sentence-transformers' ``model.prompts``."""
+        return self.config.all_prompts()
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``(n, m)`` scores of every row of ``a`` against every row of ``b`` with
+        ``similarity_fn_name`` (sentence-transformers' ``model.similarity``, as NumPy)."""
+        return similarity(a, b, self.similarity_fn_name)
+
+    def similarity_pairwise(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``(n,)`` scores of ``a[i]`` against ``b[i]``."""
+        return similarity_pairwise(a, b, self.similarity_fn_name)
+
     def count_tokens(self, texts: str | list[str],
                      instruction: str | list[str] | None = None) -> list[int]:
         """Tokens each text takes before truncation, instruction and special tokens included:
         what a server bills (``usage``) and budgets batches with; above
         ``config.max_length`` a text is truncated by ``encode``."""
-        texts = check_texts(texts)
-        instruction = check_instruction(instruction, len(texts))
+        texts, instruction = check_inputs(texts, instruction)
         with self._lock:
             return self.preprocessor.count(texts, instruction)
 
@@ -138,7 +200,8 @@ class BaseEncoder:
     def max_text_tokens(self, instruction: str | None = None) -> int:
         """How many tokens of text fit after the special tokens (BOS/EOS, the appended EOS of
         eos pooling) and ``instruction``: longer texts are truncated. Chunkers size by it."""
-        return self.preprocessor.text_budget(check_instruction(instruction))
+        with self._lock:
+            return self.preprocessor.text_budget(check_instruction(instruction))
 
     def encode_iter(self, texts: Iterable[str], chunk_size: int = 1024,
                     **encode_kwargs) -> Iterator[np.ndarray]:
@@ -165,7 +228,11 @@ class BaseEncoder:
             raise ValueError("This encoder was built from objects in memory, so other "
                              "processes cannot rebuild it: load it with from_pretrained(...) "
                              "or start EncodePool(EncoderSpec(...)) directly")
-        return EncodePool(self.spec, target_devices, **pool_options)
+        max_length, pooling = self._settings()  # the config as it is now, changes included
+        pool = EncodePool(self.spec.replace(max_length=max_length, pooling=pooling),
+                          target_devices, **pool_options)
+        pool.settings = (max_length, pooling)
+        return pool
 
     @staticmethod
     def stop_multi_process_pool(pool: EncodePool) -> None:
@@ -174,14 +241,18 @@ class BaseEncoder:
 
     def encode_queries(self, queries: str | list[str], instruction: str | None = None,
                        **encode_kwargs) -> np.ndarray:
-        """Queries get the configured query instruction unless one is given."""
-        if instruction is None:
+        """Queries get the configured query instruction unless one (or a prompt) is given."""
+        if instruction is None and not _names_prompt(encode_kwargs):
             instruction = self.config.query_instruction
         return self.encode(queries, instruction=instruction, **encode_kwargs)
 
     def encode_documents(self, documents: str | list[str], instruction: str | None = None,
                          **encode_kwargs) -> np.ndarray:
         """Documents get no instruction by default, as LLM2Vec models were trained."""
-        if instruction is None:
+        if instruction is None and not _names_prompt(encode_kwargs):
             instruction = self.config.document_instruction
         return self.encode(documents, instruction=instruction, **encode_kwargs)
+
+
+def _names_prompt(encode_kwargs: dict) -> bool:
+    return encode_kwargs.get("prompt_name") is not None or encode_kwargs.get("prompt") is not None

@@ -12,7 +12,13 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .cache import load_or_build
-from .config import EncoderConfig, check_pooling
+from .config import (
+    EncoderConfig,
+    check_pooling,
+    read_reference_keys,
+    resolve_reference_keys,
+    split_prompts,
+)
 from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
 from .loading import (
     _quiet_transformers,
@@ -26,7 +32,7 @@ from .loading import (
     reuse_gguf_reader,
 )
 from .pooling import pool
-from .preprocess import Batch, load_tokenizer
+from .preprocess import Batch, load_tokenizer, special_template
 from .spec import EncoderSpec
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -149,6 +155,19 @@ class LLM2Vec(BaseEncoder):
         self._init_preprocessor(padding_side)
 
     @property
+    def source(self) -> str:
+        """What the vectors come from (model, adapters, attention) plus the weights' dtype as
+        they are now, so bf16 and fp32 vectors of one model never share a store silently."""
+        dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        recorded = self._source
+        info = json.loads(recorded) if recorded.startswith("{") else {"model": recorded}
+        return json.dumps({**info, "dtype": dtype})
+
+    @source.setter
+    def source(self, value: str) -> None:
+        self._source = str(value)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -162,6 +181,7 @@ class LLM2Vec(BaseEncoder):
         max_length: int | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
+        prompts: dict[str, str] | None = None,
         gguf_file: str | None = None,
         enable_bidirectional: bool = True,
         device: str | torch.device | None = None,
@@ -171,6 +191,9 @@ class LLM2Vec(BaseEncoder):
         padding_side: str = "left",
         cache: bool = False,
         compile: bool = False,
+        pooling_mode: str | None = None,
+        skip_instruction: bool | None = None,
+        doc_max_length: int | None = None,
         **hub_kwargs,
     ) -> LLM2Vec:
         """Load a base model (hub id, folder, GGUF), apply ``adapters`` in order, verify it.
@@ -181,7 +204,21 @@ class LLM2Vec(BaseEncoder):
         (``llm2vec_rag.cache``), so the next load skips GGUF parsing and adapter merging.
         ``compile=True`` runs the forward pass through ``torch.compile`` (inductor, dynamic
         shapes): a one-off compile cost (minutes on a small CPU) for faster batches after.
+
+        llm2vec 0.2.3's names are accepted, here and in a saved ``llm2vec_config.json``:
+        ``pooling_mode`` (= ``pooling``), ``skip_instruction`` and ``doc_max_length``
+        (mapped or refused by ``config.resolve_reference_keys``); sentence-transformers'
+        ``prompts={"query": ..., "document": ..., name: ...}`` (the first two are the query
+        and document instructions).
         """
+        query_instruction, document_instruction, prompts = split_prompts(
+            prompts, query_instruction, document_instruction)
+        if pooling_mode is not None:
+            if pooling is not None and check_pooling(pooling) != check_pooling(pooling_mode):
+                raise ValueError(f"pooling={pooling!r} and pooling_mode={pooling_mode!r} "
+                                 "disagree: pass one of them (pooling_mode is llm2vec 0.2.3's "
+                                 "name for pooling)")
+            pooling = pooling_mode
         if isinstance(adapters, (str, os.PathLike)):
             adapters = [adapters]
         source, gguf_file = resolve_source(str(model_name_or_path), gguf_file, **hub_kwargs)
@@ -222,15 +259,27 @@ class LLM2Vec(BaseEncoder):
             check_bidirectional(model, str(model_name_or_path))
 
         settings: dict = {}
+        reference: dict = {}
         for folder in [base, *chain]:
             if os.path.isdir(folder):
                 settings.update(EncoderConfig.read_dict(folder))
+                reference.update(read_reference_keys(folder))
         given = dict(pooling=pooling, max_length=max_length,
                      query_instruction=query_instruction,
                      document_instruction=document_instruction)
         settings.update({k: v for k, v in given.items() if v is not None})
+        if prompts:
+            settings["prompts"] = {**settings.get("prompts", {}), **prompts}
+        if max_length is not None:  # the caller's limit replaces a saved doc_max_length
+            reference.pop("doc_max_length", None)
+        given = dict(skip_instruction=skip_instruction, doc_max_length=doc_max_length)
+        reference.update({k: v for k, v in given.items() if v is not None})
         if "pooling" in settings:
             settings["pooling"] = check_pooling(settings["pooling"])
+        if reference:
+            lead, trail = special_template(tokenizer)
+            eos = int(settings.get("pooling") == "eos")
+            settings = resolve_reference_keys(settings, reference, lead + trail + eos)
         encoder = cls(model, tokenizer, EncoderConfig(**settings), padding_side=padding_side)
         if compile:
             encoder.compile()
@@ -240,15 +289,21 @@ class LLM2Vec(BaseEncoder):
                                      "bidirectional": enable_bidirectional})
         encoder.spec = _spec(str(model_name_or_path), adapters, dict(
             pooling=pooling, max_length=max_length, query_instruction=query_instruction,
-            document_instruction=document_instruction, gguf_file=gguf_file if gguf_file and
+            document_instruction=document_instruction, prompts=prompts or None,
+            gguf_file=gguf_file if gguf_file and
             not str(model_name_or_path).endswith(".gguf") else None,
             enable_bidirectional=None if enable_bidirectional else False,
             device=str(device), dtype=None if dtype is None else str(dtype).replace("torch.", ""),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code or None, padding_side=None
             if padding_side == "left" else padding_side, cache=cache or None,
-            compile=compile or None, **hub_kwargs))
+            compile=compile or None, skip_instruction=skip_instruction,
+            doc_max_length=doc_max_length, **hub_kwargs))
         return encoder
+
+    def _apply_pooling(self, pooling: str) -> None:
+        # The module compiled by compile() wraps the same EncoderModule (_orig_mod).
+        getattr(self.module, "_orig_mod", self.module).pooling = pooling
 
     def compile(self) -> None:
         """Compile the forward pass (``torch.compile``, inductor). Shapes are dynamic from the

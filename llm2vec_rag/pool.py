@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .preprocess import check_batching, check_count, check_instruction, check_texts
+from .preprocess import check_batching, check_count, check_inputs
 from .quantize import normalize_rows
 from .spec import EncoderSpec
 
@@ -200,8 +200,7 @@ class EncodePool:
         """Float32 ``(n, dim)`` vectors in input order, encoded by the workers."""
         if self._closed:
             raise PoolError("this pool is closed: start a new one")
-        texts = check_texts(texts)
-        instruction = check_instruction(instruction, len(texts))
+        texts, instruction = check_inputs(texts, instruction)
         batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
         out = np.zeros((len(texts), self.dim or 0), dtype=np.float32)
         if not texts:

@@ -70,7 +70,8 @@ def check_texts(texts: object) -> list[str]:
         )
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            hint = " (nested lists are not accepted: flatten them first)" if isinstance(
+            hint = (" (nested lists are accepted only as [instruction, text] pairs, all of "
+                    "them: flatten them first)") if isinstance(
                 t, (list, tuple)) else ""
             if isinstance(t, (bytes, bytearray)):
                 hint = " (bytes: decode them first, e.g. t.decode('utf-8'))"
@@ -97,6 +98,40 @@ def check_batching(batch_size: object, max_batch_tokens: object) -> tuple[int, i
     """``batch_size`` (texts) and ``max_batch_tokens`` (padded tokens, None: the default)."""
     return (check_count("batch_size", batch_size),
             check_count("max_batch_tokens", max_batch_tokens, optional=True))
+
+
+def check_inputs(texts: object,
+                 instruction: object = None) -> tuple[list[str], str | list[str]]:
+    """Checked texts and instruction(s); also the reference llm2vec's input.
+
+    llm2vec 0.2.3 takes ``[[instruction, text], ...]``: one instruction per text, ``""`` for
+    none. Such a list becomes ``(texts, [instruction, ...])``, the per-text instructions
+    ``encode`` already has, so pairs get exactly the reference's semantics (the instruction
+    attended to, not pooled) and every path that checks input here accepts them.
+    """
+    if _is_pair_list(texts):
+        if instruction is not None:
+            raise ValueError("texts are [instruction, text] pairs, which carry their own "
+                             "instructions: do not pass instruction= as well")
+        pairs = list(texts)  # type: ignore[arg-type]
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(
+                    isinstance(p, str) for p in pair):
+                raise TypeError(f"texts[{i}] is {pair!r:.80}: texts given as pairs must all be "
+                                f"[instruction, text] with two strings (\"\" for no "
+                                f"instruction), as llm2vec 0.2.3 takes them")
+        texts, instruction = [p[1] for p in pairs], [p[0] for p in pairs]
+    texts = check_texts(texts)
+    return texts, check_instruction(instruction, len(texts))
+
+
+def _is_pair_list(texts: object) -> bool:
+    """A non-empty list whose first item is an ``[instruction, text]`` pair of strings."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence) or not texts:
+        return False
+    first = texts[0]
+    return isinstance(first, (list, tuple)) and len(first) == 2 and all(
+        isinstance(p, str) for p in first)
 
 
 def check_instruction(instruction: object, n_texts: int | None = None) -> str | list[str]:
@@ -135,7 +170,7 @@ class Preprocessor:
         self.append_eos = append_eos
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
-        self.lead, self.trail = _special_template(tokenizer)
+        self.lead, self.trail = special_template(tokenizer)
 
     def text_budget(self, instruction: str = "") -> int:
         """Text tokens that fit in ``max_length`` beside the special-token template and
@@ -235,7 +270,7 @@ class Preprocessor:
         return Batch(input_ids, attention, embed, index)
 
 
-def _special_template(tokenizer) -> tuple[int, int]:
+def special_template(tokenizer) -> tuple[int, int]:
     """How many special tokens the tokenizer adds before and after the content (BOS, EOS)."""
     probe = "a"
     plain = tokenizer(probe, add_special_tokens=False)["input_ids"]

@@ -53,8 +53,8 @@ def st_prompt(instruction: str | None) -> str:
 
 
 def st_prompts(config: EncoderConfig) -> dict[str, str]:
-    return {"query": st_prompt(config.query_instruction),
-            "document": st_prompt(config.document_instruction)}
+    """Every named instruction (query, document and ``config.prompts``) as an ST prompt."""
+    return {name: st_prompt(text) for name, text in config.all_prompts().items()}
 
 
 def write_st_files(folder: str | os.PathLike, config: EncoderConfig, dim: int) -> list[str]:

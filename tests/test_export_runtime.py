@@ -144,3 +144,26 @@ def test_default_provider_is_cuda_only_when_available(llama_onnx):
     expected = "CUDAExecutionProvider" if HAS_CUDA else "CPUExecutionProvider"
     assert encoder.provider == expected
     assert encoder.io_binding == HAS_CUDA
+
+
+def test_config_changes_after_loading(llama_onnx, tiny_model_dir):
+    """max_length changes take effect; pooling is inside the graph, so a change is refused."""
+    import warnings
+
+    from llm2vec_rag import LLM2Vec
+    from tiny import CORPUS
+
+    onnx = OnnxLLM2Vec.from_pretrained(llama_onnx, provider="cpu")
+    onnx.config.max_length = 8
+    short = LLM2Vec.from_pretrained(tiny_model_dir("llama"), max_length=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation warnings: expected
+        np.testing.assert_allclose(onnx.encode(CORPUS[:4]), short.encode(CORPUS[:4]),
+                                   atol=1e-4)
+    onnx.config.pooling = "eos"
+    with pytest.raises(ValueError, match="exported with 'mean' pooling, which is compiled"):
+        onnx.encode("x")
+    with pytest.raises(ValueError, match="compiled into it"):
+        onnx.count_tokens("x")
+    onnx.config.pooling = "mean"
+    assert onnx.encode("x").shape == (1, onnx.dim)

@@ -78,8 +78,13 @@ def test_encode_kwargs_and_document_instruction(tiny_encoder):
 def test_bad_arguments_are_named(tiny_encoder):
     with pytest.raises(ValueError, match="model_name"):
         LLM2VecEmbeddings()
-    with pytest.raises(ValueError, match="unknown key"):
-        LLM2VecEmbeddings(encoder=tiny_encoder, encode_kwargs={"normalize_embeddings": True})
+    with pytest.raises(ValueError, match="unknown key 'device'"):
+        LLM2VecEmbeddings(encoder=tiny_encoder, encode_kwargs={"device": "cpu"})
+    with pytest.raises(ValueError, match="query_encode_kwargs: unknown key 'precision'.*quantiz"):
+        LLM2VecEmbeddings(encoder=tiny_encoder, query_encode_kwargs={"precision": "int8"})
+    with pytest.raises(ValueError, match="'normalize_embeddings' and 'normalize' are the same"):
+        LLM2VecEmbeddings(encoder=tiny_encoder, encode_kwargs={"normalize_embeddings": True,
+                                                                "normalize": False})
     with pytest.raises(ValueError, match="backend"):
         LLM2VecEmbeddings(model_name="x", backend="tensorflow")
     with pytest.raises(TypeError, match="string"):
@@ -140,3 +145,38 @@ def test_in_a_langchain_vector_store(tiny_encoder):
     store.add_texts(CORPUS, metadatas=[{"i": i} for i in range(len(CORPUS))])
     hit = store.similarity_search(CORPUS[3], k=1)[0]
     assert hit.page_content == CORPUS[3] and hit.metadata == {"i": 3}
+
+
+def test_sentence_transformers_spellings_as_huggingface_embeddings(tmp_path, tiny_model_dir,
+                                                                   capsys):
+    """The kwargs a HuggingFaceEmbeddings user writes give the vectors HuggingFaceEmbeddings
+    gives on the same saved folder (qwen2: no BOS, so sentence-transformers matches LLM2Vec)."""
+    hf = pytest.importorskip("langchain_huggingface")
+    from llm2vec_rag import LLM2Vec
+
+    folder = str(tmp_path / "st")
+    LLM2Vec.from_pretrained(tiny_model_dir("qwen2"), query_instruction=QI).save_pretrained(folder)
+    texts = ["one short text", "a second, somewhat longer text about the river bank", "x"]
+    kwargs = dict(model_kwargs={"device": "cpu"},
+                  encode_kwargs={"normalize_embeddings": True, "batch_size": 2},
+                  query_encode_kwargs={"prompt_name": "query", "normalize_embeddings": True})
+    theirs = hf.HuggingFaceEmbeddings(model_name=folder, **kwargs)
+    ours = LLM2VecEmbeddings(model_name=folder, **kwargs)
+    np.testing.assert_allclose(ours.embed_documents(texts), theirs.embed_documents(texts),
+                               atol=1e-4)
+    np.testing.assert_allclose(ours.embed_query(texts[1]), theirs.embed_query(texts[1]),
+                               atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(ours.embed_documents(texts), axis=1), 1, atol=1e-5)
+    # Without query_encode_kwargs, queries use encode_kwargs and the configured instruction.
+    plain = LLM2VecEmbeddings(model_name=folder, encode_kwargs={"show_progress_bar": True})
+    np.testing.assert_allclose(plain.embed_query(texts[1]),
+                               ours.encoder.encode_queries(texts[1])[0], atol=1e-5)
+    capsys.readouterr()
+    plain.embed_documents(texts)
+    assert "encode" in capsys.readouterr().err  # the bar was asked for, and shown
+    quiet = LLM2VecEmbeddings(encoder=plain.encoder, show_progress=False)
+    quiet.embed_documents(texts * 100)  # long enough for the automatic bar: off as asked
+    assert "encode" not in capsys.readouterr().err
+    loud = LLM2VecEmbeddings(encoder=plain.encoder, show_progress=True)
+    loud.embed_documents(texts)
+    assert "encode" in capsys.readouterr().err

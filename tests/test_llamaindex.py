@@ -44,8 +44,8 @@ def test_query_text_and_batch_sync_and_async(tiny_encoder):
     emb = LLM2VecEmbeddings(encoder=tiny_encoder, query_instruction=QI,
                             text_instruction="Represent the passage")
     texts = CORPUS[:5]
-    want_q = tiny_encoder.encode([texts[0]], instruction=QI)[0]
-    want_t = tiny_encoder.encode(texts, instruction="Represent the passage")
+    want_q = tiny_encoder.encode([texts[0]], instruction=QI, normalize=True)[0]
+    want_t = tiny_encoder.encode(texts, instruction="Represent the passage", normalize=True)
     np.testing.assert_allclose(emb.get_query_embedding(texts[0]), want_q, atol=1e-5)
     np.testing.assert_allclose(emb.get_text_embedding(texts[1]), want_t[1], atol=1e-5)
     np.testing.assert_allclose(emb.get_text_embedding_batch(texts), want_t, atol=1e-5)
@@ -64,7 +64,8 @@ def test_query_text_and_batch_sync_and_async(tiny_encoder):
 def test_default_instructions_come_from_the_encoder(tiny_encoder):
     emb = LLM2VecEmbeddings(encoder=tiny_encoder)
     np.testing.assert_allclose(emb.get_query_embedding("a river bank"),
-                               tiny_encoder.encode_queries(["a river bank"])[0], atol=1e-5)
+                               tiny_encoder.encode_queries(["a river bank"], normalize=True)[0],
+                               atol=1e-5)
 
 
 def test_embed_batch_size_is_honoured(tiny_encoder):
@@ -93,3 +94,29 @@ def test_by_model_name_and_retrieval(tiny_model_dir):
                                              for i, t in enumerate(CORPUS)], embed_model=emb)
     hits = index.as_retriever(similarity_top_k=2).retrieve(CORPUS[6])
     assert hits[0].node.get_content() == CORPUS[6] and hits[0].node.metadata["i"] == 6
+
+
+def test_huggingface_embedding_fields(tiny_encoder, tiny_model_dir):
+    """normalize=True by default, device / max_length fields, a real model_name."""
+    emb = LLM2VecEmbeddings(encoder=tiny_encoder)
+    assert emb.normalize is True and emb.device == "cpu" and emb.max_length == 512
+    assert emb.model_name == tiny_model_dir("llama")  # not "LLM2Vec"
+    np.testing.assert_allclose(np.linalg.norm(emb.get_text_embedding_batch(CORPUS[:3]), axis=1),
+                               1.0, atol=1e-5)
+    raw = LLM2VecEmbeddings(encoder=tiny_encoder, normalize=False)
+    np.testing.assert_allclose(raw.get_text_embedding(CORPUS[0]),
+                               tiny_encoder.encode(CORPUS[0])[0], atol=1e-5)
+    st_spelling = LLM2VecEmbeddings(encoder=tiny_encoder,
+                                    encode_kwargs={"normalize_embeddings": False})
+    assert st_spelling.normalize is False
+    short = LLM2VecEmbeddings(model_name=tiny_model_dir("llama"), device="cpu", max_length=16)
+    assert short.encoder.config.max_length == 16 and short.device == "cpu"
+    with pytest.raises(ValueError, match="max_length= applies when loading by model_name"):
+        LLM2VecEmbeddings(encoder=tiny_encoder, max_length=16)
+    with pytest.raises(ValueError, match="normalize= and encode_kwargs"):
+        LLM2VecEmbeddings(encoder=tiny_encoder, normalize=True,
+                          encode_kwargs={"normalize": False})
+    with pytest.raises(ValueError, match="device='cpu' and model_kwargs"):
+        LLM2VecEmbeddings(model_name=tiny_model_dir("llama"), device="cpu",
+                          model_kwargs={"device": "meta"})
+

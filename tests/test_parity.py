@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -58,6 +59,9 @@ def run_reference(ref_python: str, tmp_path, request: dict) -> dict[str, np.ndar
 
 
 OURS = {"mean": "mean", "weighted_mean": "weighted_mean", "eos_token": "eos"}
+# The reference's own input: one instruction per item, "" for none, mixed in one batch.
+PAIRS = [[("", INSTRUCTION, "Retrieve a news article")[i % 3], t] for i, t in enumerate(TEXTS)]
+DOC_MAX_LENGTH = 8  # shorter than most TEXTS: the reference cuts them
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma"])
@@ -65,13 +69,29 @@ def test_tiny_models_match_reference(ref_python, tmp_path, arch):
     folder = str(tmp_path / f"tiny-{arch}")
     ref = run_reference(ref_python, tmp_path, {
         "model": folder, "kind": "tiny", "build_arch": arch, "pooling": list(OURS),
-        "texts": TEXTS, "instruction": INSTRUCTION})
+        "texts": TEXTS, "instruction": INSTRUCTION, "pairs": PAIRS,
+        "doc_max_length": DOC_MAX_LENGTH})
     for ref_pooling, pooling in OURS.items():
         model = LLM2Vec.from_pretrained(folder, pooling=pooling)
         for name, instruction in (("plain", None), ("instructed", INSTRUCTION)):
             ours = model.encode(TEXTS, instruction=instruction, batch_size=3)
             diff = np.abs(ours - ref[f"{ref_pooling}/{name}"]).max()
             assert diff <= 1e-4, f"{arch} {pooling} {name}: max abs diff {diff:.2e}"
+        diff = np.abs(model.encode(PAIRS, batch_size=3) - ref[f"{ref_pooling}/pairs"]).max()
+        assert diff <= 1e-4, f"{arch} {pooling} [instruction, text] pairs: max abs diff {diff:.2e}"
+        with pytest.warns(UserWarning, match="doc_max_length=8 .* is mapped onto max_length"):
+            cut = LLM2Vec.from_pretrained(folder, pooling_mode=ref_pooling,
+                                          doc_max_length=DOC_MAX_LENGTH)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "texts were truncated": expected here
+            ours = cut.encode(TEXTS, batch_size=3)
+        # Texts within the limit are untouched by both; a longer text is cut at a word
+        # boundary by the reference and at the token here (documented in the README).
+        short = [i for i, n in enumerate(model.count_tokens(TEXTS))
+                 if n - (cut.config.max_length - DOC_MAX_LENGTH) <= DOC_MAX_LENGTH]
+        assert short and len(short) < len(TEXTS)
+        diff = np.abs(ours[short] - ref[f"{ref_pooling}/doc_max_length"][short]).max()
+        assert diff <= 1e-4, f"{arch} {pooling} doc_max_length: max abs diff {diff:.2e}"
 
 
 @pytest.mark.slow

@@ -39,3 +39,26 @@ def test_cli_search_refuses_and_the_flag_overrides(tiny_model_dir, tmp_path, cap
     assert main(["search", "x", *other]) == 2
     assert "--allow-other-encoder" in capsys.readouterr().err
     assert main(["search", "x", *other, "--allow-other-encoder"]) == 0
+
+
+def test_dtype_is_part_of_the_source(tiny_model_dir):
+    """bf16 and fp32 vectors of one model are never mixed in one collection silently."""
+    import json
+
+    import torch
+
+    fp32 = LLM2Vec.from_pretrained(tiny_model_dir("llama"), dtype="float32")
+    bf16 = LLM2Vec.from_pretrained(tiny_model_dir("llama"), dtype="bfloat16")
+    assert json.loads(fp32.source)["dtype"] == "float32"
+    assert json.loads(bf16.source)["dtype"] == "bfloat16"
+    with QdrantIndexer(fp32, path=":memory:") as ix:
+        ix.index(CORPUS, show_progress=False)
+        other = QdrantIndexer(bf16, client=ix.client)
+        with pytest.raises(ValueError, match="written by the encoder"):
+            other.search(CORPUS[0])
+        report = other.index(CORPUS, show_progress=False)  # re-embeds in bf16
+        assert report.indexed == len(CORPUS)
+        assert ix.client.get_collection(ix.collection).config.metadata[
+            "llm2vec_rag_encoder"] == bf16.source
+    fp32.model.to(torch.bfloat16)  # a cast after loading counts too
+    assert fp32.source == bf16.source

@@ -3,7 +3,9 @@
     python ref_encode.py REQUEST.json OUT.npz
 
 REQUEST: {"model": folder, "kind": "tiny" | "plain", "pooling": [...], "texts": [...],
-          "instruction": str, "build_arch": optional}. "tiny": a folder saved by tests/tiny.py
+          "instruction": str, "build_arch": optional, "pairs": optional [[instruction, text],
+          ...] encoded as given (per-item instructions), "doc_max_length": optional int
+          (plain texts encoded again with that setting)}. "tiny": a folder saved by tests/tiny.py
 (built here first when "build_arch" is given). "plain": a folder with
 model.safetensors (bare LlamaModel keys), tokenizer.json and llm2vec_params.json (LlamaConfig
 fields), written by the parity test from the weights transformers 5 dequantized (transformers
@@ -56,6 +58,13 @@ def main(request_path, out_path):
             pairs = [[instruction, t] for t in req["texts"]]
             vecs = l2v.encode(pairs, batch_size=4, show_progress_bar=False)
             out[f"{pooling}/{name}"] = np.asarray(vecs, dtype=np.float32)
+        if req.get("pairs"):
+            vecs = l2v.encode(req["pairs"], batch_size=4, show_progress_bar=False)
+            out[f"{pooling}/pairs"] = np.asarray(vecs, dtype=np.float32)
+        if req.get("doc_max_length"):
+            l2v.doc_max_length = req["doc_max_length"]
+            vecs = l2v.encode(req["texts"], batch_size=4, show_progress_bar=False)
+            out[f"{pooling}/doc_max_length"] = np.asarray(vecs, dtype=np.float32)
     np.savez(out_path, **out)
 
 
