@@ -179,12 +179,14 @@ def test_supervised_learns_with_and_without_grad_cache(base, mntp_run, tmp_path,
     cfg = load_config("supervised", "supervised-cpu", dict(
         model=base, adapters=[mntp_run[0]], data=[data], output_dir=str(tmp_path / "sup"),
         max_length=32, batch_size=8, max_steps=12, learning_rate=5e-3, warmup_steps=0,
-        grad_cache_chunk_size=chunk, **FAST))
+        grad_cache_chunk_size=chunk, query_instruction="Find the topic", **FAST))
     probe = FinalEmbeddings(AutoTokenizer.from_pretrained(base))
     out = train_supervised(cfg, callbacks=[probe])
     curve = losses(out)
     assert np.isfinite(curve).all() and np.mean(curve[-3:]) < np.mean(curve[:3]), curve
-    both = encoder(base, [mntp_run[0], out]).encode(PROBES)
+    trained = encoder(base, [mntp_run[0], out])
+    assert trained.config.query_instruction == "Find the topic"  # the model's default now
+    both = trained.encode(PROBES)
     np.testing.assert_allclose(both, probe.vectors, atol=1e-5)  # the adapter is what trained
     assert not np.allclose(both, mntp_run[1], atol=1e-3)
 
