@@ -53,15 +53,20 @@ class PairSettings:
 
 
 def collect_files(sources: Sequence[str]) -> dict[str, list[str]]:
-    """{SRC: files to mine}: a file as given, a folder walked for known formats (sorted)."""
+    """{SRC: files to mine}: a file as given, a folder walked for known formats (sorted),
+    each real file once."""
     out: dict[str, list[str]] = {}
+    seen: set[str] = set()  # real paths: a symlinked alias (Debian's man page links) once
     for src in sources:
         if os.path.isdir(src):
             found = []
             for root, dirs, files in os.walk(src):
                 dirs.sort()
-                found += [os.path.join(root, f) for f in sorted(files)
-                          if format_of(f) is not None]
+                for name in sorted(files):
+                    path = os.path.join(root, name)
+                    if format_of(name) is not None and os.path.realpath(path) not in seen:
+                        seen.add(os.path.realpath(path))
+                        found.append(path)
             out[src] = found
         elif os.path.isfile(src):
             out[src] = [src]
