@@ -26,8 +26,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from .pair_sources import INSTRUCTIONS, Pair, extract, format_of
 
 FILTERS = ("too_short", "too_long_query", "duplicate", "ambiguous_query", "capped",
@@ -137,6 +135,7 @@ def _overlap(a: str, b: str) -> float:
 def mine(pairs: list[Pair], encoder, s: PairSettings,
          dropped: Counter) -> list[tuple[Pair, list[str]]]:
     """Consistency filter and hard negatives, one dataset (and instruction) at a time."""
+    import numpy as np  # here, so that building the CLI parser stays light
     groups: dict[tuple[str, str], list[Pair]] = defaultdict(list)
     for p in pairs:
         groups[p.dataset, instruction_of(p, s)].append(p)
