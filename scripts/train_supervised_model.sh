@@ -4,12 +4,12 @@
 # pages and gensim's Wikipedia sample; then Lee and the held-out retrieval set (Debian
 # Reference, never trained on) before and after, with and without the query instruction.
 #
-#   bash scripts/train_supervised_model.sh                      # ~1.5-2 h on 2 CPU cores
+#   bash scripts/train_supervised_model.sh                      # ~2 h on 2 CPU cores, + ~15 min eval
 #   MAX_STEPS=2 SAVE_STEPS=1 SKIP_EVAL=1 bash scripts/train_supervised_model.sh   # smoke run
 #
 # Re-running resumes the supervised stage from its last checkpoint (every SAVE_STEPS steps).
 # Environment (defaults):
-#   OUT=out/supervised-model   MAX_STEPS=300   SAVE_STEPS=25   PAIRS=data/pairs/pairs.jsonl
+#   OUT=out/supervised-model   MAX_STEPS=200 (~35 s a step: ~2 h)   SAVE_STEPS=25   PAIRS=data/pairs/pairs.jsonl
 #   FROM_SCRATCH=0: start from the bundled MNTP + SimCSE adapters (themselves trained by
 #     scripts/train_default_model.sh, ~2 h); FROM_SCRATCH=1 retrains those first.
 #   QUERY_INSTRUCTION: the model's default query instruction, written into the adapter.
@@ -52,7 +52,7 @@ with open(sys.argv[1], encoding="utf-8") as src, open(sys.argv[2], "w", encoding
 PY
 fi
 $CLI train supervised --config supervised-cpu "model=$GGUF" "adapters=[$MNTP, $SIMCSE]" \
-  "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-300}" \
+  "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-200}" \
   "save_steps=${SAVE_STEPS:-25}" save_total_limit=3 logging_steps=5 report_to=none \
   adapter_dtype=float16 "query_instruction=$QUERY_INSTRUCTION" "$@"
 [ "${SKIP_EVAL:-0}" = 1 ] && exit 0

@@ -38,7 +38,7 @@ INSTRUCTIONS = {
 }
 MAN_FILE = re.compile(r"\.[1-9][a-z]*(\.gz)?$")
 _WIKI_SKIP = {"references", "external links", "see also", "notes", "further reading",
-              "bibliography", "sources", "footnotes", "citations"}
+              "bibliography", "sources", "footnotes", "citations", "gallery", "images"}
 _QUESTION = re.compile(r"^\s*(?:\*\*)?(q|question)\s*[:.](?:\*\*)?\s*(.*)$", re.I)
 _ANSWER = re.compile(r"^\s*(?:\*\*)?(a|answer)\s*[:.](?:\*\*)?\s*(.*)$", re.I)
 
