@@ -18,11 +18,11 @@ from common import DATA, smollm2_gguf  # noqa: E402
 
 
 def score(vectors: np.ndarray, ratings: np.ndarray) -> float:
-    from llm2vec_rag.training.evaluate import spearman
+    from scipy.stats import spearmanr
 
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     upper = np.triu_indices(len(unit), k=1)
-    return spearman((unit @ unit.T)[upper], ratings[upper])
+    return float(spearmanr((unit @ unit.T)[upper], ratings[upper]).statistic)
 
 
 def main() -> None:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import html
 import json
 import os
-import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -31,31 +29,14 @@ BUNDLE_FILES = ("adapter_config.json", "adapter_model.safetensors", "llm2vec_con
                 "training_config.yaml", "training_log.csv", "loss_curve.png")
 
 
-def strip_wiki(text: str) -> str:
-    """Wiki markup -> plain paragraphs; rough, but only fluent text is kept after it."""
-    previous = None
-    while previous != text:  # templates nest: remove the innermost first
-        previous, text = text, re.sub(r"\{\{[^{}]*\}\}", "", text)
-    text = re.sub(r"\{\|.*?\|\}", "", text, flags=re.S)  # tables
-    text = re.sub(r"<!--.*?-->|<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", text, flags=re.S)
-    text = re.sub(r"\[\[(?:File|Image|Category):(?:[^\[\]]|\[\[[^\]]*\]\])*\]\]", "", text)
-    text = re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]", r"\1", text)  # [[target|label]]
-    text = re.sub(r"\[https?://\S+ ([^\]]*)\]|\[https?://\S+\]", r"\1", text)
-    text = re.sub(r"<[^>]+>|'{2,}", "", html.unescape(text))
-    paragraphs = []
-    for line in text.split("\n"):
-        line = re.sub(r"\s+", " ", line).strip()
-        if line and line[0] not in "=*#:;|!{}" and len(line.split()) >= MIN_WORDS:
-            paragraphs.append(line)
-    return "\n".join(paragraphs)
-
-
 def wiki_paragraphs(path: str) -> list[str]:
+    from llm2vec_rag.training.markup import strip_wiki
+
     out = []
     with bz2.open(path) as f:
         for _, elem in ET.iterparse(f):
             if elem.tag.endswith("}text") and elem.text and not elem.text.startswith("#REDIRECT"):
-                out += strip_wiki(elem.text).split("\n")
+                out += strip_wiki(elem.text, MIN_WORDS).split("\n")
             if elem.tag.endswith("}page"):
                 elem.clear()
     return [p for p in out if p]

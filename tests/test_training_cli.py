@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
+from llm2vec_rag import LLM2Vec
 from llm2vec_rag.cli import main
-from llm2vec_rag.training.evaluate import lee_spearman, rank, spearman
+from llm2vec_rag.training import evaluate, load_config
+from llm2vec_rag.training.evaluate import lee_spearman
 from tiny import CORPUS
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def test_spearman_matches_scipy_with_ties():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    a, b = rng.integers(0, 5, 200).astype(float), rng.normal(size=200)
-    np.testing.assert_allclose(rank(a), scipy_stats.rankdata(a))
-    assert spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic, abs=1e-12)
+
+def test_spearman_is_scipys_and_scipy_is_a_train_dependency():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert any(req.startswith("scipy") for req in extras["train"]), extras["train"]
+    assert not hasattr(evaluate, "rank") and not hasattr(evaluate, "spearman")  # no own copy
 
 
 def write_lee(folder, n=6):
@@ -36,8 +42,8 @@ def test_lee_spearman_uses_the_upper_triangle(tiny_encoder, tmp_path):
     docs, ratings = write_lee(tmp_path)
     v = tiny_encoder.encode(docs, normalize=True)
     iu = np.triu_indices(len(docs), 1)
-    expected = spearman((v @ v.T)[iu], ratings[iu])
-    assert lee_spearman(tiny_encoder, str(tmp_path)) == pytest.approx(expected)
+    expected = spearmanr((v @ v.T)[iu], ratings[iu]).statistic
+    assert lee_spearman(tiny_encoder, str(tmp_path)) == pytest.approx(expected, abs=1e-12)
     with pytest.raises(FileNotFoundError, match="fetch_data.sh"):
         lee_spearman(tiny_encoder, str(tmp_path / "missing"))
 
@@ -78,12 +84,28 @@ def test_cli_train_mntp_then_eval_with_the_adapter(tiny_model_dir, tmp_path, cap
     rc = main(["eval", "--model", base, "--adapter", str(out), "--data-dir",
                str(tmp_path / "lee"), "--device", "cpu"])
     result = json.loads(capsys.readouterr().out)
-    assert rc == 0 and result["benchmark"] == "lee" and -1 <= result["spearman"] <= 1
+    assert rc == 0 and result["benchmark"] == "lee"
+    library = lee_spearman(LLM2Vec.from_pretrained(base, adapters=[str(out)], device="cpu"),
+                           str(tmp_path / "lee"))
+    assert result["spearman"] == round(library, 4)  # the CLI reports the library's value
     rc = main(["eval", "--model", base, "--causal", "--data-dir", str(tmp_path / "lee"),
                "--device", "cpu"])
     causal = json.loads(capsys.readouterr().out)
     assert rc == 0 and causal["bidirectional"] is False
-    assert causal["spearman"] != result["spearman"]
+    causal_library = lee_spearman(
+        LLM2Vec.from_pretrained(base, enable_bidirectional=False, device="cpu"),
+        str(tmp_path / "lee"))
+    assert causal["spearman"] == round(causal_library, 4) != result["spearman"]
+
+
+def test_max_steps_below_warmup_warns():
+    with pytest.warns(UserWarning, match="max_steps=5 is not above warmup_steps=20"):
+        load_config("supervised", "supervised-cpu", {"model": "m", "data": ["d.jsonl"],
+                                                     "max_steps": 5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config("supervised", "supervised-cpu", {"model": "m", "data": ["d.jsonl"],
+                                                     "max_steps": 21})
 
 
 def test_cli_rejects_unknown_keys_before_loading_anything(tmp_path, capsys):

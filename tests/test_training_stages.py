@@ -173,15 +173,35 @@ def write_pairs(path, n_per_topic=8):
 
 @pytest.mark.parametrize("chunk", [None, 3])
 def test_supervised_learns_with_and_without_grad_cache(base, mntp_run, tmp_path, chunk):
+    from transformers import AutoTokenizer
+
     data = write_pairs(tmp_path / "pairs.jsonl")
     cfg = load_config("supervised", "supervised-cpu", dict(
         model=base, adapters=[mntp_run[0]], data=[data], output_dir=str(tmp_path / "sup"),
         max_length=32, batch_size=8, max_steps=12, learning_rate=5e-3, warmup_steps=0,
-        grad_cache_chunk_size=chunk, **FAST))
-    out = train_supervised(cfg)
+        grad_cache_chunk_size=chunk, query_instruction="Find the topic", **FAST))
+    probe = FinalEmbeddings(AutoTokenizer.from_pretrained(base))
+    out = train_supervised(cfg, callbacks=[probe])
     curve = losses(out)
     assert np.isfinite(curve).all() and np.mean(curve[-3:]) < np.mean(curve[:3]), curve
-    assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
+    trained = encoder(base, [mntp_run[0], out])
+    assert trained.config.query_instruction == "Find the topic"  # the model's default now
+    both = trained.encode(PROBES)
+    np.testing.assert_allclose(both, probe.vectors, atol=1e-5)  # the adapter is what trained
+    assert not np.allclose(both, mntp_run[1], atol=1e-3)
+
+
+def test_mntp_applies_earlier_adapters_before_its_own(base, corpus, mntp_run, tmp_path):
+    """A second MNTP run (e.g. on domain text) continues from the first one's weights."""
+    from transformers import AutoTokenizer
+
+    probe = FinalEmbeddings(AutoTokenizer.from_pretrained(base))
+    out = train_mntp(mntp_cfg(base, corpus, tmp_path / "again", adapters=[mntp_run[0]],
+                              max_steps=2, warmup_steps=0), callbacks=[probe])
+    np.testing.assert_allclose(encoder(base, [mntp_run[0], out]).encode(PROBES), probe.vectors,
+                               atol=1e-5)
+    first = losses(mntp_run[0])
+    assert losses(out)[0] < np.mean(first[:2]) - 0.3  # starts where the first run ended
 
 
 def _no_pad_model(base, tmp_path):

@@ -1,4 +1,4 @@
-"""``llm2vec-rag train {mntp,simcse,supervised}`` and ``llm2vec-rag eval``.
+"""``llm2vec-rag train {mntp,simcse,supervised,pairs}`` and ``llm2vec-rag eval``.
 
 Imports torch/transformers only when a command runs, so ``llm2vec-rag --help`` stays fast.
 """
@@ -32,6 +32,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .supervised import train_supervised as train
     out = train(cfg)
     print(f"{args.stage} adapter written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    """Mine supervised pairs (query, positive, hard negatives) from the structure of your own
+    text: Markdown/reStructuredText headings and sections, MediaWiki titles and sections,
+    JSONL title/text or question/answer, dictd terms and definitions, man-page NAME lines
+    and DESCRIPTION, Q:/A: text. Hard negatives and the consistency filter use the encoder
+    of the model flags (default: the bundled model). Prints the report as JSON."""
+    from llm2vec_rag.cli import load_encoder
+
+    from .pairs import PairSettings, build_pairs
+
+    settings = PairSettings(
+        min_words=args.min_words, max_words=args.max_words, max_query_words=args.max_query_words,
+        max_per_dataset=args.max_per_dataset, num_negatives=args.num_negatives,
+        consistency_k=args.consistency_k, duplicate_cosine=args.duplicate_cosine,
+        duplicate_overlap=args.duplicate_overlap, max_negative_ratio=args.max_negative_ratio,
+        instruction=args.instruction, seed=args.seed, batch_size=args.batch_size)
+    report = build_pairs(args.sources, args.output, lambda: load_encoder(args), settings,
+                         dataset=args.dataset)
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    print(json.dumps(report))
+    print(f"{report['written']} pairs written to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -91,6 +117,7 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="override config keys, e.g. model=smol.gguf max_steps=10")
         p.set_defaults(func=cmd_train)
+    _add_pairs_command(stages, model_flags)
 
     p = subparsers.add_parser("eval", parents=[model_flags],
                               help="Lee similarity, BEIR retrieval or MTEB tasks",
@@ -111,3 +138,45 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--mteb-output", default=None, help="folder for MTEB's result files")
     p.add_argument("--batch-size", type=int, default=8, help="texts per encode batch (default 8)")
     p.set_defaults(func=cmd_eval)
+
+
+def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
+    from .pairs import PairSettings
+
+    d = PairSettings()
+    p = stages.add_parser("pairs", parents=[model_flags], help="mine supervised pairs (query, "
+                          "positive, hard negatives) from your corpus' structure",
+                          description=cmd_pairs.__doc__)
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="files or folders (.md, .rst, .xml[.bz2], .jsonl, dictd .index, man "
+                        "pages NAME.N[.gz], Q:/A: .txt)")
+    p.add_argument("-o", "--output", required=True, help="pairs.jsonl (supervised schema)")
+    p.add_argument("--report", default=None, help="also write the report to this JSON file")
+    p.add_argument("--min-words", type=int, default=d.min_words,
+                   help=f"drop positives shorter than this (default {d.min_words})")
+    p.add_argument("--max-words", type=int, default=d.max_words,
+                   help=f"cut positives to this many words (default {d.max_words})")
+    p.add_argument("--max-query-words", type=int, default=d.max_query_words)
+    p.add_argument("--max-per-dataset", type=int, default=None,
+                   help="at most this many pairs per dataset (a seeded sample; caps the "
+                        "encoding time)")
+    p.add_argument("--num-negatives", type=int, default=d.num_negatives,
+                   help="hard negatives per pair (0: none, no encoder needed with "
+                        "--consistency-k 0)")
+    p.add_argument("--consistency-k", type=int, default=d.consistency_k,
+                   help="keep a pair only if its positive ranks in the top k of its dataset "
+                        f"for its query (0: off; default {d.consistency_k})")
+    p.add_argument("--duplicate-cosine", type=float, default=d.duplicate_cosine,
+                   help="a candidate this similar to the positive is not a negative")
+    p.add_argument("--duplicate-overlap", type=float, default=d.duplicate_overlap,
+                   help="nor one sharing this fraction of its words (Jaccard)")
+    p.add_argument("--max-negative-ratio", type=float, default=d.max_negative_ratio,
+                   help="nor one whose query score exceeds this x the positive's")
+    p.add_argument("--instruction", default=None,
+                   help="query instruction for every pair (default: one per kind of pair; "
+                        "'' for none, so that training's query_instruction applies)")
+    p.add_argument("--dataset", default=None,
+                   help="one dataset name for all pairs (default: one per kind of source)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.set_defaults(func=cmd_pairs)

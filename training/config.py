@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
@@ -83,6 +84,12 @@ class TrainConfig:
             raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
             raise ValueError("warmup_steps and weight_decay: must be >= 0")
+        if self.warmup_steps and self.max_steps <= self.warmup_steps:
+            warnings.warn(f"max_steps={self.max_steps} is not above warmup_steps="
+                          f"{self.warmup_steps}: the learning rate never reaches "
+                          f"learning_rate={self.learning_rate}; lower warmup_steps (e.g. "
+                          f"warmup_steps={self.max_steps // 10}) or raise max_steps",
+                          UserWarning, stacklevel=3)
         _fraction(self, "lora_dropout")
         if self.max_texts is not None:
             _positive(self, "max_texts")

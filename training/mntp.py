@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
 from llm2vec_rag.bidirectional import make_bidirectional
-from llm2vec_rag.loading import check_bidirectional
+from llm2vec_rag.loading import apply_adapters, base_names, check_bidirectional
 
 from .base import add_lora, model_source, torch_dtype, training_tokenizer
 from .config import MNTPConfig, load_config
@@ -71,13 +71,16 @@ class MaskingCollator:
 
 
 def load_mntp_model(cfg: MNTPConfig):
-    """(bidirectional decoder with LoRA, frozen LM head, logit soft-cap or None)."""
+    """(bidirectional decoder with ``cfg.adapters`` merged and a new LoRA, frozen LM head,
+    logit soft-cap or None). Earlier adapters (e.g. an MNTP run on another corpus) are merged
+    into the decoder only: the LM head stays the base's, as in every LLM2Vec adapter."""
     source, gguf_file = model_source(cfg)
     config = make_bidirectional(AutoConfig.from_pretrained(source, gguf_file=gguf_file))
     kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     lm = AutoModelForCausalLM.from_pretrained(source, config=config, gguf_file=gguf_file,
                                               dtype=torch_dtype(cfg), **kwargs)
     decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+    decoder = apply_adapters(decoder, list(cfg.adapters), base_names(source, gguf_file))
     check_bidirectional(decoder, cfg.model)
     head.requires_grad_(False)
     softcap = getattr(lm.config, "final_logit_softcapping", None)

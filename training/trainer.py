@@ -195,7 +195,10 @@ def run_stage(cfg: TrainConfig, model, dataset: Dataset, collator: Callable, los
     if trainer.args.should_save:
         cast_adapter(cfg.output_dir, cfg.adapter_dtype)
         cfg.save(cfg.output_dir)
-        EncoderConfig(pooling=cfg.pooling).save(cfg.output_dir)  # training length != use length
+        # training length != use length; a supervised run's instruction is the model's default
+        EncoderConfig(pooling=cfg.pooling,
+                      query_instruction=getattr(cfg, "query_instruction", None)
+                      ).save(cfg.output_dir)
         plot_loss(os.path.join(cfg.output_dir, LOG_CSV), os.path.join(cfg.output_dir, LOSS_PNG),
                   f"{cfg.stage} training loss")
     return cfg.output_dir

@@ -1,0 +1,127 @@
+"""Build the held-out retrieval set (BEIR format) from the Debian Reference (debian-reference-en).
+
+Why this source: nothing trains or tunes on it. The training sources are dictionaries
+(FOLDOC, GCIDE, the Jargon File, WordNet), the Linux man pages and gensim's Wikipedia sample;
+the Debian Reference is a separate book (Osamu Aoki's system administration guide for
+Debian) whose text appears in none of them (checked: ``--check-overlap``), while its topic
+(using a Debian system) is close enough to the man pages to ask for domain transfer.
+
+Queries are the headings of its numbered sections ("Using SMART to predict hard disk
+failure"), each relevant to its own section's text (score 1). Every section with at least
+``--min-words`` words is a document, its title the chapter's ("System tips"), never the
+heading itself. Headings that occur twice are not queries (they would have two answers).
+
+    python benchmarks/build_heldout.py            # -> data/heldout/debian-reference/
+    llm2vec-rag eval --beir data/heldout/debian-reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+
+SOURCE = "data/debian/usr/share/debian-reference/debian-reference.en.txt.gz"
+HEADING = re.compile(r"^((?:\d+|[A-Z])(?:\.\d+)+)\. (\S.*)$")
+CHAPTER = re.compile(r"^(?:Chapter \d+|Appendix [A-Z])\. (\S.*)$")
+
+
+def sections(path: str) -> list[dict]:
+    """[{"id", "heading", "chapter", "text"}] in book order, tables and the TOC left out."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = f.read().replace("\xa0", " ").split("\n")
+    start = next(i for i, line in enumerate(lines) if CHAPTER.match(line))
+    out, chapter, current = [], "", None
+    for line in lines[start:]:
+        chap, head = CHAPTER.match(line), HEADING.match(line)
+        if chap or head:
+            if current:
+                out.append(current)
+            current = None
+            if chap:
+                chapter = chap.group(1).strip()
+            else:
+                current = {"id": head.group(1), "heading": head.group(2).strip(),
+                           "chapter": chapter, "lines": []}
+            continue
+        if current is not None and not line.strip().startswith(("+-", "|")):
+            current["lines"].append(line)
+    if current:
+        out.append(current)
+    for s in out:
+        s["text"] = re.sub(r"\s+", " ", "\n".join(s.pop("lines"))).strip()
+    return out
+
+
+def build(source: str, out_dir: str, min_words: int = 20) -> dict:
+    docs = [s for s in sections(source) if len(s["text"].split()) >= min_words]
+    counts = Counter(s["heading"].lower() for s in docs)
+    queries = [s for s in docs if counts[s["heading"].lower()] == 1]
+    os.makedirs(os.path.join(out_dir, "qrels"), exist_ok=True)
+    with open(os.path.join(out_dir, "corpus.jsonl"), "w", encoding="utf-8") as f:
+        for s in docs:
+            f.write(json.dumps({"_id": f"debref-{s['id']}", "title": s["chapter"],
+                                "text": s["text"]}, ensure_ascii=False) + "\n")
+    with open(os.path.join(out_dir, "queries.jsonl"), "w", encoding="utf-8") as f:
+        for s in queries:
+            f.write(json.dumps({"_id": f"q-{s['id']}", "text": s["heading"]},
+                               ensure_ascii=False) + "\n")
+    with open(os.path.join(out_dir, "qrels", "test.tsv"), "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for s in queries:
+            f.write(f"q-{s['id']}\tdebref-{s['id']}\t1\n")
+    digest = hashlib.sha256()
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        with open(os.path.join(out_dir, name), "rb") as f:
+            digest.update(f.read())
+    return {"folder": out_dir, "documents": len(docs), "queries": len(queries),
+            "dropped_duplicate_headings": len(docs) - len(queries),
+            "words_per_document": round(sum(len(s["text"].split()) for s in docs) / len(docs), 1),
+            "sha256": digest.hexdigest()}
+
+
+def shingles(text: str, n: int = 12) -> set[str]:
+    words = re.sub(r"\W+", " ", text.lower()).split()
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def check_overlap(out_dir: str, pairs_files: list[str], n: int = 12) -> dict:
+    """How many held-out documents share an n-word run with any training pair (should be ~0)."""
+    train: set[str] = set()
+    for path in pairs_files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                for t in [r["query"], r["positive"], *r.get("negatives", [])]:
+                    train |= shingles(t, n)
+    hits, total = 0, 0
+    with open(os.path.join(out_dir, "corpus.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            total += 1
+            hits += bool(shingles(json.loads(line)["text"], n) & train)
+    return {"documents": total, f"sharing_a_{n}_word_run_with_training": hits}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=SOURCE, help="debian-reference.en.txt.gz "
+                        "(scripts/fetch_pairs_data.sh)")
+    parser.add_argument("--out", default="data/heldout/debian-reference")
+    parser.add_argument("--min-words", type=int, default=20)
+    parser.add_argument("--check-overlap", nargs="*", default=None, metavar="PAIRS_JSONL",
+                        help="also count held-out documents that share text with these files")
+    args = parser.parse_args()
+    if not os.path.isfile(args.source):
+        raise SystemExit(f"{args.source} not found: run scripts/fetch_pairs_data.sh")
+    report = build(args.source, args.out, args.min_words)
+    if args.check_overlap:
+        report["overlap"] = check_overlap(args.out, args.check_overlap)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

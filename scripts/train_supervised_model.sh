@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One command for the supervised default model: SmolLM2-135M-Instruct -> MNTP -> SimCSE ->
+# supervised contrastive training on pairs mined from Debian's dictionaries, the Linux man
+# pages and gensim's Wikipedia sample; then Lee and the held-out retrieval set (Debian
+# Reference, never trained on) before and after, with and without the query instruction.
+#
+#   bash scripts/train_supervised_model.sh                      # ~2 h on 2 CPU cores, + ~15 min eval
+#   MAX_STEPS=2 SAVE_STEPS=1 SKIP_EVAL=1 bash scripts/train_supervised_model.sh   # smoke run
+#
+# Re-running resumes the supervised stage from its last checkpoint (every SAVE_STEPS steps).
+# Environment (defaults):
+#   OUT=out/supervised-model   MAX_STEPS=200 (~35 s a step: ~2 h)   SAVE_STEPS=25   PAIRS=data/pairs/pairs.jsonl
+#   FROM_SCRATCH=0: start from the bundled MNTP + SimCSE adapters (themselves trained by
+#     scripts/train_default_model.sh, ~2 h); FROM_SCRATCH=1 retrains those first.
+#   QUERY_INSTRUCTION: the model's default query instruction, written into the adapter.
+#   PAIR_INSTRUCTIONS=single: every pair trains with QUERY_INSTRUCTION (the instruction users
+#     get by default); =mined keeps the per-kind instructions the pairs were mined with.
+#   SKIP_BOOTSTRAP=1, SKIP_EVAL=1.   Extra arguments: key=value overrides for the stage.
+# Outputs in $OUT: supervised/ (adapter, checkpoint-*, training_log.csv, loss_curve.png),
+# results.jsonl (one JSON line per evaluation).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/supervised-model}
+PAIRS=${PAIRS:-data/pairs/pairs.jsonl}
+HELDOUT=data/heldout/debian-reference
+QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-Given a web search query, retrieve relevant passages that answer the query}
+CLI=.venv/bin/llm2vec-rag
+[ "${SKIP_BOOTSTRAP:-0}" = 1 ] || bash scripts/bootstrap.sh
+bash scripts/fetch_pairs_data.sh >/dev/null
+.venv/bin/python benchmarks/build_heldout.py --out "$HELDOUT"
+[ -f "$PAIRS" ] || OUT="$PAIRS" bash scripts/mine_pairs.sh
+mkdir -p "$OUT"
+GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
+if [ "${FROM_SCRATCH:-0}" = 1 ]; then
+  SKIP_BOOTSTRAP=1 .venv/bin/python examples/train_domain_model.py --out "$OUT/unsupervised" \
+    --skip-eval
+  MNTP=$OUT/unsupervised/bundle/mntp SIMCSE=$OUT/unsupervised/bundle/simcse
+else
+  read -r MNTP SIMCSE < <(.venv/bin/python -c \
+    "from llm2vec_rag.default_model import DEFAULT_ADAPTERS as A; print(*A)")
+fi
+TRAIN_PAIRS=$PAIRS
+if [ "${PAIR_INSTRUCTIONS:-single}" = single ]; then  # the stage's query_instruction for all
+  TRAIN_PAIRS=$OUT/pairs-single-instruction.jsonl
+  .venv/bin/python - "$PAIRS" "$TRAIN_PAIRS" <<'PY'
+import json, sys
+with open(sys.argv[1], encoding="utf-8") as src, open(sys.argv[2], "w", encoding="utf-8") as dst:
+    for line in src:
+        record = json.loads(line)
+        record.pop("instruction", None)
+        dst.write(json.dumps(record, ensure_ascii=False) + "\n")
+PY
+fi
+$CLI train supervised --config supervised-cpu "model=$GGUF" "adapters=[$MNTP, $SIMCSE]" \
+  "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-200}" \
+  "save_steps=${SAVE_STEPS:-25}" save_total_limit=3 logging_steps=5 report_to=none \
+  adapter_dtype=float16 "query_instruction=$QUERY_INSTRUCTION" "$@"
+[ "${SKIP_EVAL:-0}" = 1 ] && exit 0
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+for setting in before after; do
+  ADAPTERS=(--adapter "$MNTP" --adapter "$SIMCSE")
+  [ "$setting" = after ] && ADAPTERS+=(--adapter "$OUT/supervised")
+  $CLI eval --model "$GGUF" "${ADAPTERS[@]}" --device cpu --batch-size 16 \
+    | sed "s/^{/{\"setting\": \"$setting\", /" | tee -a "$RESULTS"
+  $CLI eval --beir "$HELDOUT" --instruction "$QUERY_INSTRUCTION" --model "$GGUF" \
+    "${ADAPTERS[@]}" --device cpu --batch-size 16 \
+    | sed "s/^{/{\"setting\": \"$setting\", /" | tee -a "$RESULTS"
+done

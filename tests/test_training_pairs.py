@@ -1,0 +1,305 @@
+"""``train pairs``: pairs mined from small real-format files (Markdown, reStructuredText, a
+dictd database, man pages, MediaWiki XML, JSONL, Q:/A: text), hard negatives and the
+consistency filter with a tiny real encoder, the report, and errors that name file and line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+
+import numpy as np
+import pytest
+
+from llm2vec_rag.cli import main
+from llm2vec_rag.training.data import load_examples
+from llm2vec_rag.training.pair_sources import extract
+from llm2vec_rag.training.pairs import PairSettings, build_pairs
+
+MARKDOWN = """---
+title: front matter is skipped
+---
+# Vector search
+
+Vector search finds the documents whose embeddings are closest to the embedding of a query.
+
+## Installation
+
+Install the package with pip and download the default model before the first search.
+
+```bash
+# not a heading: a shell comment inside a code fence
+pip install vector-search
+```
+
+## How do I rebuild the index?
+
+Run the rebuild command; it reads every document again and writes a new collection.
+
+Distances
+---------
+
+Cosine similarity compares the angle between two vectors and ignores their lengths.
+
+## Empty
+
+## Distance metrics
+
+Cosine similarity compares the angle between two vectors and ignores their length.
+"""
+
+RST = """=========
+Lexicon
+=========
+
+Introduction
+============
+
+A lexicon lists the words of a language with their meanings and :func:`examples`.
+
+.. toctree::
+   :maxdepth: 2
+
+   chapter1
+
+Word classes
+------------
+
+Nouns name things, verbs name actions and adjectives describe the qualities of nouns.
+"""
+
+ENTRIES = [  # (headword, entry text) as dictd stores them
+    ("bit", "bit\n\n   <unit> The smallest unit of {information}: a binary digit, zero or "
+            "one, stored in one cell of memory.\n\n   (1996-01-01)\n"),
+    ("byte", "byte\n\n   <unit> A group of eight {bit}s, the smallest addressable unit of "
+             "memory on most modern computers.\n"),
+    ("nibble", "nibble\nnybble\n\n   <unit> Half a {byte}: four bits, one hexadecimal digit, "
+               "the amount a single hex character can show.\n"),
+]
+
+MAN = r""".\" Copyright comment
+.TH FROB 1 2024-01-01 "Test pages"
+.SH NAME
+frob \- rearrange the lines of a file at random
+.SH SYNOPSIS
+.B frob
+.RI [ file ]
+.SH DESCRIPTION
+.B frob
+reads
+.IR file ,
+shuffles its lines and writes them to standard output \(em it never changes
+the file itself.
+.SH SEE ALSO
+.BR shuf (1)
+"""
+
+WIKI = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">
+<page><title>Glacier</title><ns>0</ns><revision><text>A '''glacier''' is a persistent body of \
+dense [[ice]] that is constantly moving downhill under its own weight over many years.
+== Formation ==
+Glaciers form where the accumulation of snow exceeds its melting and sublimation over \
+many centuries.
+== References ==
+{{reflist}} and a long enough line of words to pass the filter for length here.
+</text></revision></page>
+<page><title>Ice age</title><ns>0</ns><revision><text>#REDIRECT [[Glacier]]</text>
+</revision></page>
+</mediawiki>
+"""
+
+
+def b64(n: int) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    out = ""
+    while True:
+        out = alphabet[n % 64] + out
+        n //= 64
+        if n == 0:
+            return out
+
+
+def write_dictd(folder, name="tinydict", compress=True):
+    data, index = b"", []
+    for headword, entry in ENTRIES:
+        raw = entry.encode()
+        index.append(f"{headword}\t{b64(len(data))}\t{b64(len(raw))}")
+        data += raw
+    index.insert(0, f"00-database-info\t{b64(0)}\t{b64(3)}")  # metadata: skipped
+    index.append(f"nybble\t{b64(data.index(b'nibble'))}\t{b64(len(ENTRIES[2][1]))}")
+    (folder / f"{name}.index").write_text("\n".join(index) + "\n", encoding="utf-8")
+    if compress:
+        with gzip.open(folder / f"{name}.dict.dz", "wb") as f:
+            f.write(data)
+    else:
+        (folder / f"{name}.dict").write_bytes(data)
+    return folder / f"{name}.index"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    src = tmp_path / "corpus"
+    (src / "man1").mkdir(parents=True)
+    (src / "guide.md").write_text(MARKDOWN, encoding="utf-8")
+    (src / "lexicon.rst").write_text(RST, encoding="utf-8")
+    write_dictd(src)
+    with gzip.open(src / "man1" / "frob.1.gz", "wt", encoding="utf-8") as f:
+        f.write(MAN)
+    with gzip.open(src / "man1" / "unfrob.1.gz", "wt", encoding="utf-8") as f:
+        f.write(".so man1/frob.1\n")  # an alias page: no pairs
+    (src / "wiki.xml").write_text(WIKI, encoding="utf-8")
+    (src / "faq.txt").write_text(
+        "Q: Can I search without a GPU?\nA: Yes, the default model runs on two CPU cores at a "
+        "few hundred tokens per second.\n\nQ: Where are vectors stored?\nA: In a Qdrant "
+        "collection, embedded on disk or on a server.\n", encoding="utf-8")
+    (src / "articles.jsonl").write_text(json.dumps(
+        {"title": "Tides", "text": "Tides are the rise and fall of sea levels caused by the "
+                                   "gravity of the moon and the sun."}) + "\n", encoding="utf-8")
+    (src / "notes.bin").write_bytes(b"\x00")  # not a known format: skipped in a folder walk
+    return src
+
+
+def by_query(pairs):
+    return {p.query: p for p in pairs}
+
+
+def test_each_format_gives_its_structural_pairs(corpus):
+    md = by_query(extract(str(corpus / "guide.md")))
+    assert md["Vector search"].positive.startswith("Vector search finds the documents")
+    assert md["Vector search: Installation"].positive.startswith("Install the package")
+    assert "not a heading" in md["Vector search: Installation"].positive  # code kept, no split
+    assert md["How do I rebuild the index?"].kind == "qa"
+    assert md["Vector search: Distances"].positive.startswith("Cosine similarity")  # setext h2
+    assert md["Vector search"].source == f"{corpus / 'guide.md'}:4"
+    rst = by_query(extract(str(corpus / "lexicon.rst")))
+    assert rst["Lexicon: Introduction"].positive == (
+        "A lexicon lists the words of a language with their meanings and examples.")
+    assert rst["Introduction: Word classes"].positive.startswith("Nouns name things")
+    terms = by_query(extract(str(corpus / "tinydict.index")))
+    assert set(terms) == {"bit", "byte", "nibble", "nybble"}
+    assert terms["bit"].positive == ("<unit> The smallest unit of information: a binary digit, "
+                                     "zero or one, stored in one cell of memory.")
+    assert terms["nybble"].positive == terms["nibble"].positive  # an alias of the same entry
+    assert terms["bit"].dataset == "dict-tinydict" and terms["bit"].kind == "definition"
+    (man,) = extract(str(corpus / "man1" / "frob.1.gz"))
+    assert man.query == "frob - rearrange the lines of a file at random"
+    assert man.positive == ("frob reads file, shuffles its lines and writes them to standard "
+                            "output - it never changes the file itself.")
+    assert extract(str(corpus / "man1" / "unfrob.1.gz")) == []
+    wiki = by_query(extract(str(corpus / "wiki.xml")))
+    assert set(wiki) == {"Glacier", "Glacier: Formation"}  # no redirect, no References
+    assert wiki["Glacier"].positive.startswith("A glacier is a persistent body of dense ice")
+    faq = by_query(extract(str(corpus / "faq.txt")))
+    assert faq["Where are vectors stored?"].positive.startswith("In a Qdrant collection")
+
+
+def test_filters_are_counted_per_dataset(corpus, tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    report = build_pairs([str(corpus)], str(out), settings=PairSettings(
+        num_negatives=0, consistency_k=0, min_words=5))
+    headings = report["datasets"]["headings"]
+    # "Empty" and "Lexicon" have no text of their own; "Distance metrics" repeats "Distances"
+    # up to one word: not a duplicate, both kept
+    assert headings == {"extracted": 8, "too_short": 2, "written": 6}
+    definitions = report["datasets"]["dict-tinydict"]
+    assert definitions == {"extracted": 4, "duplicate": 1, "written": 3}  # nybble = nibble
+    assert report["sources"][str(corpus)]["files"] == 8  # notes.bin and the .dict.dz are not mined
+    assert report["sources"][str(corpus)]["files_without_pairs"] == 1  # the .so alias
+    assert report["written"] == sum(d["written"] for d in report["datasets"].values())
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == report["written"] and all(r["negatives"] == [] for r in rows)
+    assert {r["instruction"] for r in rows if r["dataset"] == "man"} == {
+        "Given a summary of a command or function, retrieve its manual page description"}
+
+
+def test_mined_negatives_skip_near_duplicates_and_load_in_the_supervised_reader(
+        corpus, tmp_path, tiny_encoder):
+    strict = PairSettings(num_negatives=1, consistency_k=0, min_words=5, duplicate_cosine=0.99,
+                          duplicate_overlap=0.6, max_negative_ratio=0.99)
+    loose = PairSettings(num_negatives=1, consistency_k=0, min_words=5, duplicate_cosine=2.0,
+                         duplicate_overlap=2.0, max_negative_ratio=100.0)
+    runs = {}
+    for name, settings in (("strict", strict), ("loose", loose)):
+        out = tmp_path / f"{name}.jsonl"
+        report = build_pairs([str(corpus)], str(out), tiny_encoder, settings)
+        runs[name] = load_examples([str(out)], num_negatives=1)  # the supervised reader
+        assert len(runs[name]) == report["written"] > 0
+    assert report["datasets"]["man"]["no_negative"] == 1  # a one-pair dataset has no pool
+    for e in runs["strict"]:
+        pos, neg = tiny_encoder.encode_documents([e.positive, e.negatives[0]], normalize=True)
+        q = tiny_encoder.encode_queries([e.query], instruction=e.instruction, normalize=True)[0]
+        words = [set(re.sub(r"\W+", " ", t.lower()).split()) for t in (e.positive, e.negatives[0])]
+        assert e.negatives[0] != e.positive and float(pos @ neg) <= 0.99 + 1e-6
+        assert len(words[0] & words[1]) / len(words[0] | words[1]) <= 0.6
+        assert float(q @ neg) <= 0.99 * float(q @ pos) + 1e-6
+    loose_negatives = {e.query: e.negatives[0] for e in runs["loose"]}
+    assert any(loose_negatives[e.query] != e.negatives[0] for e in runs["strict"])
+
+
+def test_consistency_keeps_the_pairs_whose_positive_ranks_in_the_top_k(corpus, tmp_path,
+                                                                       tiny_encoder):
+    k = 2
+    pairs = [p for p in extract(str(corpus / "guide.md")) + extract(str(corpus / "lexicon.rst"))
+             if p.dataset == "headings" and len(p.positive.split()) >= 5]
+    docs = tiny_encoder.encode_documents([p.positive for p in pairs], normalize=True)
+    queries = tiny_encoder.encode_queries(
+        [p.query for p in pairs], normalize=True,
+        instruction="Given a section heading, retrieve the section it introduces")
+    ranks = [(np.argsort(-(queries[i] @ docs.T), kind="stable")[:k]) for i in range(len(pairs))]
+    expected = {pairs[i].query for i in range(len(pairs)) if i in ranks[i]}
+    out = tmp_path / "pairs.jsonl"
+    report = build_pairs([str(corpus / "guide.md"), str(corpus / "lexicon.rst")], str(out),
+                         tiny_encoder, PairSettings(num_negatives=0, consistency_k=k,
+                                                    min_words=5))
+    kept = {json.loads(line)["query"] for line in out.read_text(encoding="utf-8").splitlines()
+            if json.loads(line)["dataset"] == "headings"}
+    assert kept == expected and 0 < len(kept) < len(pairs)
+    assert report["datasets"]["headings"]["inconsistent"] == len(pairs) - len(expected)
+
+
+def test_cli_mines_a_folder_with_the_named_model(corpus, tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "cli.jsonl"
+    rc = main(["train", "pairs", str(corpus), "-o", str(out), "--model",
+               tiny_model_dir("llama"), "--device", "cpu", "--consistency-k", "0",
+               "--min-words", "5", "--instruction", "", "--report", str(tmp_path / "r.json")])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["written"] == len(load_examples([str(out)], 1))
+    assert json.loads((tmp_path / "r.json").read_text())["written"] == report["written"]
+    assert all("instruction" not in json.loads(line) for line in out.open())
+
+
+@pytest.mark.parametrize("case", ["index", "past_end", "no_dict", "jsonl", "xml", "format"])
+def test_bad_input_names_the_file_and_line(tmp_path, case, capsys):
+    if case in ("index", "past_end", "no_dict"):
+        index = write_dictd(tmp_path, compress=False)
+        lines = index.read_text().splitlines()
+        if case == "index":
+            lines[2] = "byte\tB?D\tx"
+            match = f"{index}:3: expected headword<TAB>offset<TAB>length"
+        elif case == "past_end":
+            lines[2] = f"byte\t{b64(0)}\t{b64(10_000)}"
+            match = f"{index}:3: entry 'byte' ends at byte 10000, past the end"
+        else:
+            (tmp_path / "tinydict.dict").unlink()
+            match = "no tinydict.dict or .dict.dz beside it"
+        index.write_text("\n".join(lines) + "\n")
+        path = index
+    elif case == "jsonl":
+        path = tmp_path / "a.jsonl"
+        path.write_text('{"title": "x", "text": "y"}\n{"name": "z"}\n')
+        match = f"{path}:2: needs 'title' and 'text'"
+    elif case == "xml":
+        path = tmp_path / "w.xml"
+        path.write_text("<mediawiki>\n<page><title>x</title>\n</mediawiki>\n")
+        match = f"{path}:3: not valid XML"
+    else:
+        path = tmp_path / "data.csv"
+        path.write_text("a,b\n")
+        match = f"{path}: not a format pairs are mined from"
+    with pytest.raises(ValueError, match=match.replace("?", r"\?")):
+        build_pairs([str(path)], str(tmp_path / "out.jsonl"),
+                    settings=PairSettings(num_negatives=0, consistency_k=0))
+    assert not (tmp_path / "out.jsonl").exists()  # nothing half-written
+    rc = main(["train", "pairs", str(path), "-o", str(tmp_path / "o.jsonl"),
+               "--num-negatives", "0", "--consistency-k", "0"])
+    assert rc == 2 and str(path) in capsys.readouterr().err

@@ -1,0 +1,350 @@
+"""(query, positive) pairs from the structure of a corpus, one extractor per format.
+
+- Markdown (``.md``) and reStructuredText (``.rst``): a heading -> the text of its section
+  (up to the next heading); a heading that is a question -> a question/answer pair. A heading
+  of one or two words is prefixed with its parent heading ("mylib: Installation").
+- Question/answer text (``.txt``, ``.md``): ``Q:`` / ``A:`` (or ``Question:`` / ``Answer:``)
+  lines.
+- MediaWiki XML dumps (``.xml``, ``.xml.bz2``, e.g. gensim's Wikipedia sample): an article's
+  title -> its lead paragraphs, "Title: Section" -> the section's text.
+- JSONL (``.jsonl``): ``title``/``text`` or ``question``/``answer`` fields per line.
+- dictd databases (``NAME.index`` + ``NAME.dict`` or ``NAME.dict.dz``, as Debian's ``dict-*``
+  packages install them): a headword -> its definition (entries of one headword joined).
+- man pages (groff, ``name.SECTION[.gz]``): the NAME line -> the DESCRIPTION section.
+
+Every pair remembers where it came from (``file:line``). Input that cannot be read raises a
+``ValueError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .markup import dict_definition, groff_text, markdown_text, rst_text, squash, strip_wiki
+
+INSTRUCTIONS = {
+    "heading": "Given a section heading, retrieve the section it introduces",
+    "title": "Given a title, retrieve the text it introduces",
+    "qa": "Given a question, retrieve the passage that answers it",
+    "definition": "Given a term, retrieve its definition",
+    "man": "Given a summary of a command or function, retrieve its manual page description",
+}
+MAN_FILE = re.compile(r"\.[1-9][a-z]*(\.gz)?$")
+_WIKI_SKIP = {"references", "external links", "see also", "notes", "further reading",
+              "bibliography", "sources", "footnotes", "citations", "gallery", "images"}
+_QUESTION = re.compile(r"^\s*(?:\*\*)?(q|question)\s*[:.](?:\*\*)?\s*(.*)$", re.I)
+_ANSWER = re.compile(r"^\s*(?:\*\*)?(a|answer)\s*[:.](?:\*\*)?\s*(.*)$", re.I)
+
+
+@dataclass
+class Pair:
+    """One mined example before filtering; ``kind`` picks the default instruction."""
+
+    query: str
+    positive: str
+    kind: str
+    dataset: str
+    source: str  # file:line
+
+
+def read_text(path: str) -> str:
+    """A file's text, gzip/bz2 transparently; a clear error for a broken archive."""
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+                return f.read()
+        if path.endswith(".bz2"):
+            with bz2.open(path, "rt", encoding="utf-8", errors="replace") as f:
+                return f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: cannot decompress ({err})") from None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def format_of(path: str) -> str | None:
+    """The extractor for a file name, or None (not a format pairs are mined from)."""
+    name = os.path.basename(path).lower()
+    if name.endswith((".md", ".markdown")):
+        return "markdown"
+    if name.endswith((".rst", ".rest")):
+        return "rst"
+    if name.endswith(".index"):
+        return "dictd"
+    if name.endswith((".xml", ".xml.bz2", ".xml.gz")) or ".xml-p" in name:
+        return "wiki"
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".txt"):
+        return "faq"
+    if MAN_FILE.search(name):
+        return "man"
+    return None
+
+
+def extract(path: str) -> list[Pair]:
+    """All pairs of one file (see the module docstring for the formats)."""
+    kind = format_of(path)
+    if kind is None:
+        raise ValueError(f"{path}: not a format pairs are mined from (Markdown .md, "
+                         "reStructuredText .rst, MediaWiki .xml[.bz2], .jsonl, dictd .index, "
+                         "man pages NAME.N[.gz], Q:/A: .txt)")
+    return list(EXTRACTORS[kind](path))
+
+
+# headings: Markdown, reStructuredText -------------------------------------------------------
+
+def _section_pairs(path: str, lines: list[str], headings: list[tuple[int, int, str, int]],
+                   clean) -> Iterator[Pair]:
+    """headings: (line index, level, title, first body line index), in order."""
+    stack: list[tuple[int, str]] = []  # (level, title) of the enclosing headings
+    for n, (at, level, title, body_start) in enumerate(headings):
+        end = headings[n + 1][0] if n + 1 < len(headings) else len(lines)
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        parent = stack[-1][1] if stack else None
+        stack.append((level, title))
+        body = clean("\n".join(lines[body_start:end]))
+        question = title.rstrip().endswith("?")
+        query = f"{parent}: {title}" if parent and len(title.split()) <= 2 and not question \
+            else title
+        yield Pair(query, body, "qa" if question else "heading",
+                   "faq" if question else "headings", f"{path}:{at + 1}")
+
+
+def markdown_pairs(path: str) -> Iterator[Pair]:
+    lines = read_text(path).split("\n")
+    headings, fence, i = [], None, 0
+    if lines and lines[0].strip() == "---":  # YAML front matter
+        i = next((k + 1 for k in range(1, len(lines)) if lines[k].strip() in ("---", "...")), 0)
+    while i < len(lines):
+        line = lines[i]
+        marker = re.match(r"^\s{0,3}(```|~~~)", line)
+        if marker:
+            fence = None if fence == marker.group(1) else (fence or marker.group(1))
+        elif fence is None:
+            atx = re.match(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$", line)
+            nxt = lines[i + 1] if i + 1 < len(lines) else ""
+            if atx and atx.group(2):
+                headings.append((i, len(atx.group(1)), markdown_text(atx.group(2)), i + 1))
+            elif line.strip() and re.match(r"^\s{0,3}(=+|-+)\s*$", nxt) \
+                    and not re.match(r"^\s*([-*+]|\d+\.)\s", line):
+                headings.append((i, 1 if nxt.strip()[0] == "=" else 2,
+                                 markdown_text(line), i + 2))
+                i += 1
+        i += 1
+    yield from _section_pairs(path, lines, headings, markdown_text)
+    yield from qa_pairs(path, lines, markdown_text)
+
+
+_RST_ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1+\s*$")
+
+
+def rst_pairs(path: str) -> Iterator[Pair]:
+    lines = read_text(path).split("\n")
+    styles: list[tuple[str, bool]] = []  # adornment styles in order of first use = levels
+    headings, i = [], 0
+    while i + 1 < len(lines):
+        title, under = lines[i], lines[i + 1]
+        over = i > 0 and _RST_ADORNMENT.match(lines[i - 1] or "") is not None
+        if (title.strip() and not title[:1].isspace() and not _RST_ADORNMENT.match(title)
+                and _RST_ADORNMENT.match(under) and len(under.rstrip()) >= len(title.rstrip())):
+            style = (under[0], over and lines[i - 1].strip()[:1] == under[0])
+            if style not in styles:
+                styles.append(style)
+            headings.append((i, styles.index(style) + 1, rst_text(title), i + 2))
+            i += 2
+            continue
+        i += 1
+    yield from _section_pairs(path, lines, headings, rst_text)
+
+
+def qa_pairs(path: str, lines: list[str], clean=squash) -> Iterator[Pair]:
+    """``Q:`` lines and the ``A:`` text after them (until the next question)."""
+    question, answer, at, in_answer = None, [], 0, False
+
+    def flush():
+        if question is not None and answer:
+            return Pair(clean(question), clean("\n".join(answer)), "qa", "faq", f"{path}:{at}")
+        return None
+
+    for n, line in enumerate(lines, 1):
+        q, a = _QUESTION.match(line), _ANSWER.match(line)
+        if q:
+            pair = flush()
+            if pair:
+                yield pair
+            question, answer, at, in_answer = q.group(2), [], n, False
+        elif a and question is not None:
+            answer, in_answer = [a.group(2)], True
+        elif in_answer:
+            answer.append(line)
+    pair = flush()
+    if pair:
+        yield pair
+
+
+def faq_pairs(path: str) -> Iterator[Pair]:
+    yield from qa_pairs(path, read_text(path).split("\n"))
+
+
+# titles and bodies: MediaWiki XML, JSONL ----------------------------------------------------
+
+_WIKI_HEADING = re.compile(r"^(={2,6})\s*(.+?)\s*\1\s*$", re.M)
+
+
+def wiki_pairs(path: str, min_words: int = 8) -> Iterator[Pair]:
+    opener = bz2.open if path.endswith(".bz2") else gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            title, ns = None, "0"
+            for _, elem in ET.iterparse(f):
+                tag = elem.tag.rsplit("}", 1)[-1]
+                if tag == "title":
+                    title = elem.text or ""
+                elif tag == "ns":
+                    ns = (elem.text or "0").strip()
+                elif tag == "text" and title and ns == "0":
+                    text = elem.text or ""
+                    if not text.lstrip().upper().startswith("#REDIRECT"):
+                        yield from _article_pairs(path, title, text, min_words)
+                elif tag == "page":
+                    title, ns = None, "0"
+                    elem.clear()
+    except ET.ParseError as err:
+        line = err.position[0] if err.position else "?"
+        raise ValueError(f"{path}:{line}: not valid XML ({err})") from None
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: cannot read ({err})") from None
+
+
+def _article_pairs(path: str, title: str, text: str, min_words: int) -> Iterator[Pair]:
+    parts = _WIKI_HEADING.split(text)  # [lead, marks, heading, body, marks, heading, body...]
+    lead = squash(strip_wiki(parts[0], min_words))
+    where = f"{path}:{title}"
+    if lead:
+        yield Pair(title, lead, "title", "wiki-titles", where)
+    for k in range(1, len(parts) - 2, 3):
+        heading = squash(re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]|'{2,}", r"\1", parts[k + 1]))
+        if heading.lower() in _WIKI_SKIP:
+            continue
+        body = squash(strip_wiki(parts[k + 2], min_words))
+        if body:
+            yield Pair(f"{title}: {heading}", body, "heading", "wiki-sections", where)
+
+
+def jsonl_pairs(path: str) -> Iterator[Pair]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not valid JSON ({err})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+            for q, p, kind, dataset in (("title", "text", "title", "titles"),
+                                        ("question", "answer", "qa", "faq")):
+                if q in record and p in record:
+                    if not all(isinstance(record[k], str) for k in (q, p)):
+                        raise ValueError(f"{path}:{n}: fields {q!r} and {p!r} must be strings")
+                    yield Pair(squash(record[q]), squash(record[p]), kind, dataset, f"{path}:{n}")
+                    break
+            else:
+                raise ValueError(f"{path}:{n}: needs 'title' and 'text' or 'question' and "
+                                 f"'answer' fields (has {sorted(record)})")
+
+
+# terms and definitions: dictd ---------------------------------------------------------------
+
+_B64 = {c: i for i, c in enumerate(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+
+
+def _b64_number(text: str) -> int:
+    value = 0
+    for c in text:
+        value = value * 64 + _B64[c]  # KeyError on a character outside dictd's alphabet
+    return value
+
+
+def dictd_pairs(path: str) -> Iterator[Pair]:
+    stem = path[: -len(".index")]
+    dict_path = next((p for p in (stem + ".dict.dz", stem + ".dict") if os.path.isfile(p)), None)
+    if dict_path is None:
+        raise ValueError(f"{path}: no {os.path.basename(stem)}.dict or .dict.dz beside it "
+                         "(a dictd database is NAME.index + NAME.dict[.dz])")
+    try:
+        opener = gzip.open if dict_path.endswith(".dz") else open  # dictzip is gzip
+        with opener(dict_path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{dict_path}: cannot read ({err})") from None
+    entries: dict[str, list[tuple[str, str, int]]] = {}  # lower headword -> entries
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            try:
+                if len(cols) not in (3, 4):
+                    raise KeyError
+                offset, length = _b64_number(cols[1]), _b64_number(cols[2])
+            except KeyError:
+                raise ValueError(f"{path}:{n}: expected headword<TAB>offset<TAB>length "
+                                 f"(base64 numbers), got {line[:80]!r}") from None
+            if offset + length > len(data):
+                raise ValueError(f"{path}:{n}: entry {cols[0]!r} ends at byte {offset + length},"
+                                 f" past the end of {dict_path} ({len(data)} bytes): index and "
+                                 "dictionary do not match")
+            headword = cols[0]
+            if headword.startswith(("00-database", "00database")):
+                continue  # the database's own metadata
+            entry = data[offset: offset + length].decode("utf-8", errors="replace")
+            entries.setdefault(headword.lower(), []).append((headword, entry, n))
+    dataset = "dict-" + os.path.basename(stem)
+    for group in entries.values():
+        shown, definitions = group[0][0], []
+        for headword, entry, _ in group:
+            found = dict_definition(entry, headword)
+            if found and found[1] and found[1] not in definitions:
+                definitions.append(found[1])
+                shown = found[0] if shown == headword else shown
+        if definitions:
+                yield Pair(shown, " ".join(definitions), "definition", dataset,
+                       f"{path}:{group[0][2]}")
+
+
+# man pages ----------------------------------------------------------------------------------
+
+def man_pairs(path: str) -> Iterator[Pair]:
+    lines = read_text(path).split("\n")
+    sections: dict[str, list[str]] = {}
+    current, name_line = None, 0
+    for n, line in enumerate(lines, 1):
+        heading = re.match(r"^\.(SH|Sh)\s+(.*)$", line)
+        if heading:
+            current = heading.group(2).strip().strip('"').upper()
+            sections.setdefault(current, [])
+            if current == "NAME":
+                name_line = n
+        elif current is not None:
+            sections[current].append(line)
+    name, description = sections.get("NAME"), sections.get("DESCRIPTION")
+    if name is None or description is None:
+        return  # an alias page (.so), or no NAME/DESCRIPTION: nothing to pair
+    name = [re.sub(r"^\.Nd\s", ".Nd - ", x) for x in name]  # mdoc: .Nm foo / .Nd what
+    yield Pair(groff_text(name), groff_text(description), "man", "man", f"{path}:{name_line}")
+
+
+EXTRACTORS = {"markdown": markdown_pairs, "rst": rst_pairs, "faq": faq_pairs,
+              "wiki": wiki_pairs, "jsonl": jsonl_pairs, "dictd": dictd_pairs, "man": man_pairs}
