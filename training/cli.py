@@ -30,8 +30,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .simcse import train_simcse as train
     else:
         from .supervised import train_supervised as train
+    from .trainer import is_main_process
+
     out = train(cfg)
-    print(f"{args.stage} adapter written to {out}", file=sys.stderr)
+    if is_main_process():  # once per job under torchrun / accelerate launch
+        print(f"{args.stage} adapter written to {out}", file=sys.stderr)
     return 0
 
 

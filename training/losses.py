@@ -39,6 +39,8 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
     sizes = [int(s) for s in sizes]
+    if max(sizes) == 0:  # e.g. no hard negatives anywhere: nothing to gather
+        return x
     padded = F.pad(x, (0, 0, 0, max(sizes) - x.shape[0]))
     parts = all_gather(padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)])

@@ -127,8 +127,33 @@ def plot_loss(csv_path: str, png_path: str, title: str) -> str | None:
     return png_path
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` / ``accelerate launch`` job (or a plain single process).
+
+    Read from the launcher's environment, so it answers before the process group exists
+    (the Trainer creates it): only this process writes the run's own files.
+    """
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def cpu_distributed() -> bool:
+    """Several processes launched on a machine without an accelerator: DDP over gloo.
+
+    The Trainer only sets that up with ``use_cpu``; without it every process silently
+    trains alone on the whole data (world size 1) and they overwrite each other's files.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    accelerator = getattr(torch, "accelerator", None)
+    return not (accelerator.is_available() if accelerator else torch.cuda.is_available())
+
+
 def training_arguments(cfg: TrainConfig) -> TrainingArguments:
-    """The config's optimisation settings in the Trainer's terms."""
+    """The config's optimisation settings in the Trainer's terms.
+
+    Under DDP every LoRA weight gets a gradient each step (all-linear LoRA, the whole decoder
+    runs), so DDP need not search for unused parameters (an extra graph walk per step).
+    """
     report_to = [r for r in cfg.report_to if r != "none"] or "none"
     return TrainingArguments(
         output_dir=cfg.output_dir, per_device_train_batch_size=cfg.batch_size,
@@ -141,6 +166,7 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
         activation_checkpointing_kwargs={"use_reentrant": False},
         report_to=report_to, remove_unused_columns=False, dataloader_drop_last=True,
         dataloader_num_workers=cfg.dataloader_num_workers, disable_tqdm=None,
+        use_cpu=cpu_distributed(), ddp_find_unused_parameters=False,
     )
 
 
@@ -161,6 +187,8 @@ def resume_checkpoint(cfg: TrainConfig) -> str | None:
     (see ``run_record``); ``true``: it must exist; ``false``: start over (old checkpoints
     removed)."""
     if cfg.resume == "false":
+        if not is_main_process():  # rank 0 removes them; the others would race it
+            return None
         for path in clear_checkpoints(cfg.output_dir):
             logger.warning("resume=false: removed the old checkpoint %s", path)
         return None
@@ -178,10 +206,14 @@ def resume_checkpoint(cfg: TrainConfig) -> str | None:
 def run_stage(cfg: TrainConfig, model, dataset: Dataset, collator: Callable, loss_fn: LossFn,
               step_fn: StepFn | None = None, sampler_fn: Callable[[int], Sampler] | None = None,
               callbacks: list[TrainerCallback] | None = None) -> str:
-    """Train ``model`` (a PeftModel) and write the adapter, configs, CSV log and loss curve."""
+    """Train ``model`` (a PeftModel) and write the adapter, configs, CSV log and loss curve.
+
+    Under ``torchrun`` / ``accelerate launch`` every process runs this; only rank 0 writes.
+    """
     checkpoint = resume_checkpoint(cfg)  # refuses another run's checkpoint before any work
     os.makedirs(cfg.output_dir, exist_ok=True)
-    write_record(cfg, cfg.output_dir)
+    if is_main_process():
+        write_record(cfg, cfg.output_dir)
     trainer = StageTrainer(
         model=model, args=training_arguments(cfg), train_dataset=dataset,
         data_collator=collator, loss_fn=loss_fn, step_fn=step_fn, sampler_fn=sampler_fn,
