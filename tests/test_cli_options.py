@@ -10,7 +10,8 @@ import pytest
 
 from llm2vec_rag.cli import build_parser, main
 
-ONNX_COMMANDS = {"encode", "index", "search", "serve", "eval"}  # they load via EncoderSpec
+ONNX_COMMANDS = {"encode", "index", "search", "serve", "eval",  # they load via EncoderSpec
+                 "train pairs"}  # mines hard negatives with any encoder
 
 
 def commands(parser: argparse.ArgumentParser, path: tuple = ()):

@@ -159,7 +159,8 @@ def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
                    help=f"drop positives shorter than this (default {d.min_words})")
     p.add_argument("--max-words", type=int, default=d.max_words,
                    help=f"cut positives to this many words (default {d.max_words})")
-    p.add_argument("--max-query-words", type=int, default=d.max_query_words)
+    p.add_argument("--max-query-words", type=int, default=d.max_query_words,
+                   help="drop pairs whose query is longer than this many words")
     p.add_argument("--max-per-dataset", type=int, default=None,
                    help="at most this many pairs per dataset (a seeded sample; caps the "
                         "encoding time)")
@@ -180,6 +181,8 @@ def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
                         "'' for none, so that training's query_instruction applies)")
     p.add_argument("--dataset", default=None,
                    help="one dataset name for all pairs (default: one per kind of source)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the per-dataset sampling (same seed, same pairs)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="texts per encode batch when mining hard negatives")
     p.set_defaults(func=cmd_pairs)
