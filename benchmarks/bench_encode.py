@@ -28,7 +28,13 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "reference"))
-from common import ROOT, corpus, matmul_peak_gflops, smollm2_gguf  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    corpus,
+    linear_ceiling_tokens_s,
+    matmul_peak_gflops,
+    smollm2_gguf,
+)
 
 REF = "llm2vec 0.2.3 (reference)"
 # Our variants: (label, encode options). "rows only" is the pre-budget behaviour.
@@ -182,7 +188,7 @@ def main() -> None:
     real = next(iter(pads.values()))["real"]
     embed = ours.model.get_input_embeddings().weight.numel()
     flops_per_token = 2 * (sum(q.numel() for q in ours.model.parameters()) - embed)
-    del ours
+    ceiling = linear_ceiling_tokens_s(ours.model)  # again after the runs: the best counts
 
     peak = matmul_peak_gflops()
     workers = {name: Worker(sys.executable, "ours", folder, corpus_path, args.batch_size, opts)
@@ -218,13 +224,17 @@ def main() -> None:
         print(f"| {name} | {len(texts) / med:.1f} | {real / med:.0f} | {padded / real:.2f}"
               f"{' (est.)' if name == REF else ''} | {gflops:.0f} | {100 * gflops / peak:.0f}% "
               f"| {ratio} |")
+    ceiling = max(ceiling, linear_ceiling_tokens_s(ours.model))
+    print(f"\nceiling: every real token through the model's linear layers alone (measured at "
+          f"their shapes, 2048 rows; no attention, norms, padding): {ceiling:.0f} tokens/s"
+          + (f" = {ceiling * ref_median / real:.2f}x the reference" if ref_median else ""))
     print(f"\nruns (s): {json.dumps({k: [round(t, 2) for t in v] for k, v in times.items()})}")
     print(f"warm-up (first call, s): "
           f"{json.dumps({k: round(w.warmup, 1) for k, w in workers.items()})}")
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump({"corpus": args.corpus, "texts": len(texts), "real_tokens": real,
-                       "peak_gflops": peak, "rows": rows}, f, indent=1)
+                       "peak_gflops": peak, "ceiling_tokens_s": ceiling, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,32 @@ def matmul_peak_gflops(size: int = 2048, reps: int = 10) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def linear_ceiling_tokens_s(model, rows: int = 2048, reps: int = 5) -> float:
+    """Real tokens/s if every token went through the model's linear layers (the only
+    ``torch.nn.Linear`` modules, at their own weight shapes, ``rows`` tokens at a time) and
+    nothing else ran: no attention, norms, activations, padding or Python. An upper bound on
+    any fp32 encoder of this model on this machine."""
+    import torch
+
+    shapes: dict[tuple[int, int], int] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            key = tuple(module.weight.shape)
+            shapes[key] = shapes.get(key, 0) + 1
+    seconds = 0.0
+    with torch.inference_mode():
+        for (out_f, in_f), count in shapes.items():
+            x, w = torch.randn(rows, in_f), torch.randn(out_f, in_f)
+            torch.nn.functional.linear(x, w)  # warm
+            best = float("inf")
+            for _ in range(reps):
+                start = time.perf_counter()
+                torch.nn.functional.linear(x, w)
+                best = min(best, time.perf_counter() - start)
+            seconds += count * best
+    return rows / seconds
+
+
 def lee_sentences() -> list[str]:
     path = os.path.join(DATA, "lee_background.cor")
     with open(path, encoding="utf-8") as f:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 
 from .config import _POOLING_ALIASES, POOLING_MODES
+from .files import read_jsonl, read_lines
 
 COMMAND_MODULES = ("llm2vec_rag.integrations.cli", "llm2vec_rag.export.cli",
                    "llm2vec_rag.training.cli", "llm2vec_rag.serve.cli")
@@ -90,55 +91,17 @@ def encoder_spec(args: argparse.Namespace, **options):
 
 def read_texts(path: str, field: str = "text") -> Iterator[str]:
     """Texts from a file (one per line, or JSONL with ``field``) or ``-`` for stdin."""
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    jsonl = path.lower().endswith(".jsonl")
-    n = 0
-    try:
-        for n, line in enumerate(stream, 1):
-            line = line.rstrip("\n")
-            if jsonl:
-                if not line.strip():
-                    continue
-                yield _jsonl_text(path, n, line, field)
-            else:
-                yield line
-    except UnicodeDecodeError as err:
-        where, byte = _first_bad_line(path) if stream is not sys.stdin else (None, None)
-        raise ValueError(
-            f"{path}:{where or n + 1}: not UTF-8 text (byte {err.start if byte is None else byte}"
-            f" of the line: {err.reason}), perhaps Latin-1: convert the file to UTF-8 first, "
-            f"e.g. iconv -f latin1 -t utf-8 {path} > utf8.txt") from None
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
-
-
-def _first_bad_line(path: str) -> tuple[int | None, int | None]:
-    """(line, byte within it) of the first line of ``path`` that is not UTF-8."""
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                return n, err.start
-    return None, None
-
-
-def _jsonl_text(path: str, n: int, line: str, field: str) -> str:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{n}: invalid JSON at column {err.colno} ({err.msg}): a .jsonl "
-                         f"file holds one JSON object per line; fix or remove that line") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}:{n}: expected a JSON object {{\"{field}\": ...}}, got a "
-                         f"{type(record).__name__}")
-    if field not in record:
-        raise ValueError(f"{path}:{n}: no {field!r} field (use --field to pick one)")
-    if not isinstance(record[field], str):
-        raise ValueError(f"{path}:{n}: {field!r} is {type(record[field]).__name__}, not a "
-                         f"string")
-    return record[field]
+    if not path.lower().endswith(".jsonl"):
+        for _, line in read_lines(path):
+            yield line
+        return
+    for n, record in read_jsonl(path, shape=f'{{"{field}": ...}}'):
+        if field not in record:
+            raise ValueError(f"{path}:{n}: no {field!r} field (use --field to pick one)")
+        if not isinstance(record[field], str):
+            raise ValueError(f"{path}:{n}: {field!r} is {type(record[field]).__name__}, not a "
+                             f"string")
+        yield record[field]
 
 
 OUTPUT_FORMATS = {".npy": "a float32 matrix", ".jsonl": '{"text", "embedding"} per line',

@@ -11,6 +11,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
+from collections.abc import Iterator
 
 REDOWNLOAD = ("Re-download or re-copy it (an interrupted download or copy leaves such files), "
               "or re-save the model")
@@ -32,6 +34,47 @@ def read_json_object(path: str | os.PathLike, fix: str = "Fix or re-create the f
         raise ValueError(f"{path}: expected a JSON object {{...}} of settings, got a "
                          f"{type(raw).__name__}. {fix}.")
     return raw
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file (``-``: stdin), line ends stripped.
+
+    Decoding line by line (not with ``errors="replace"``) means a Latin-1 file stops at its
+    first bad line, named with its byte, instead of training on or indexing mangled text.
+    """
+    path = os.fspath(path)
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        for n, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}:{n}: not UTF-8 text (byte {err.start} of the line: {err.reason}), "
+                    f"perhaps Latin-1: convert the file to UTF-8 first, e.g. iconv -f latin1 "
+                    f"-t utf-8 {path} > utf8.txt") from None
+            yield n, line.rstrip("\r\n")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def read_jsonl(path: str | os.PathLike, shape: str = "{...}") -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file; a bad line is an
+    error naming ``file:line`` (``shape`` says what an object should look like)."""
+    for n, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{os.fspath(path)}:{n}: invalid JSON at column {err.colno} "
+                             f"({err.msg}): a .jsonl file holds one JSON object per line; fix "
+                             f"or remove that line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{os.fspath(path)}:{n}: expected a JSON object {shape}, got a "
+                             f"{type(record).__name__}")
+        yield n, record
 
 
 def corrupt_safetensors(paths: list[str]) -> tuple[str, str] | None:

@@ -28,10 +28,17 @@ def test_source_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="record 1 has no 'text' field"):
         load_texts([str(tmp_path / "b.jsonl")])
     (tmp_path / "bad.jsonl").write_text('{"text": "x"\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1: not valid JSON"):
+    with pytest.raises(ValueError, match="bad.jsonl:1: invalid JSON"):
         load_texts([str(tmp_path / "bad.jsonl")])
     with pytest.raises(FileNotFoundError, match="hf:NAME"):
         load_texts([str(tmp_path / "nope.txt")])
+    # Latin-1 text stops at its first bad line instead of training on replacement characters
+    (tmp_path / "latin1.txt").write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt:2: not UTF-8 .*iconv -f latin1"):
+        load_texts([str(tmp_path / "latin1.txt")])
+    (tmp_path / "list.jsonl").write_text('["text"]\n')
+    with pytest.raises(ValueError, match="list.jsonl:1: expected a JSON object"):
+        load_texts([str(tmp_path / "list.jsonl")])
 
 
 def test_split_sentences_keeps_abbreviation_free_sentences_and_drops_short_ones():

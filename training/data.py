@@ -19,10 +19,11 @@ Every batch is drawn from one ``dataset`` (in-batch negatives from another task 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
+
+from llm2vec_rag.files import read_jsonl, read_lines
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
@@ -48,17 +49,9 @@ def read_records(source: str, split: str = "train") -> tuple[list[dict], str]:
         raise FileNotFoundError(f"Training data {source!r} not found (a file, a saved dataset "
                                 "folder, or hf:NAME for a Hugging Face dataset)")
     name = os.path.basename(source).split(".")[0]
-    with open(source, encoding="utf-8", errors="replace") as f:
-        if source.lower().endswith((".jsonl", ".json")):
-            records = []
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{source}:{n}: not valid JSON ({err})") from None
-            return records, name
-        return [{"text": line.strip()} for line in f if line.strip()], name
+    if source.lower().endswith((".jsonl", ".json")):
+        return [record for _, record in read_jsonl(source)], name
+    return [{"text": line.strip()} for _, line in read_lines(source) if line.strip()], name
 
 
 def load_texts(sources: list[str], text_field: str = "text", split: str = "train",

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from llm2vec_rag.files import read_jsonl
 
 from .markup import dict_definition, groff_text, markdown_text, rst_text, squash, strip_wiki
 
@@ -241,26 +242,17 @@ def _article_pairs(path: str, title: str, text: str, min_words: int) -> Iterator
 
 
 def jsonl_pairs(path: str) -> Iterator[Pair]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
-            for q, p, kind, dataset in (("title", "text", "title", "titles"),
-                                        ("question", "answer", "qa", "faq")):
-                if q in record and p in record:
-                    if not all(isinstance(record[k], str) for k in (q, p)):
-                        raise ValueError(f"{path}:{n}: fields {q!r} and {p!r} must be strings")
-                    yield Pair(squash(record[q]), squash(record[p]), kind, dataset, f"{path}:{n}")
-                    break
-            else:
-                raise ValueError(f"{path}:{n}: needs 'title' and 'text' or 'question' and "
-                                 f"'answer' fields (has {sorted(record)})")
+    for n, record in read_jsonl(path, shape='{"title", "text"} or {"question", "answer"}'):
+        for q, p, kind, dataset in (("title", "text", "title", "titles"),
+                                    ("question", "answer", "qa", "faq")):
+            if q in record and p in record:
+                if not all(isinstance(record[k], str) for k in (q, p)):
+                    raise ValueError(f"{path}:{n}: fields {q!r} and {p!r} must be strings")
+                yield Pair(squash(record[q]), squash(record[p]), kind, dataset, f"{path}:{n}")
+                break
+        else:
+            raise ValueError(f"{path}:{n}: needs 'title' and 'text' or 'question' and "
+                             f"'answer' fields (has {sorted(record)})")
 
 
 # terms and definitions: dictd ---------------------------------------------------------------

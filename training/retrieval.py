@@ -14,12 +14,13 @@ is averaged over the queries that have qrels.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from llm2vec_rag.files import read_jsonl
 
 K_VALUES = (10, 100)
 
@@ -54,16 +55,10 @@ def read_beir(folder: str | os.PathLike, split: str = "test"):
 
 
 def _jsonl(path: str):
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                yield str(rec["_id"]), rec
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{n}: expected a JSON object with an \"_id\" "
-                                 f"({type(err).__name__}: {err})") from None
+    for n, rec in read_jsonl(path, shape='{"_id": ...}'):
+        if "_id" not in rec:
+            raise ValueError(f'{path}:{n}: no "_id" field (BEIR files give every record one)')
+        yield str(rec["_id"]), rec
 
 
 def top_k(query_vecs: np.ndarray, doc_vecs: np.ndarray, k: int,
