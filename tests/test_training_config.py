@@ -81,3 +81,17 @@ def test_saved_config_round_trips(tmp_path):
     cfg.save(tmp_path)
     again = load_config("simcse", str(tmp_path / "training_config.yaml"))
     assert again == cfg
+
+
+def test_bf16_is_accepted_on_a_machine_without_an_accelerator(tmp_path):
+    """The Trainer refuses bf16 on CPU ("bf16/gpu") unless told use_cpu; CPUs autocast fine."""
+    import torch
+
+    from llm2vec_rag.training.trainer import training_arguments
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only path")
+    cfg = load_config("supervised", "supervised-cpu",
+                      {**REQUIRED, "bf16": True, "output_dir": str(tmp_path)})
+    args = training_arguments(cfg)
+    assert args.bf16 and args.use_cpu and args.device.type == "cpu"

@@ -136,14 +136,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def cpu_distributed() -> bool:
-    """Several processes launched on a machine without an accelerator: DDP over gloo.
+def no_accelerator() -> bool:
+    """True on a machine without an accelerator, where the Trainer needs ``use_cpu``.
 
-    The Trainer only sets that up with ``use_cpu``; without it every process silently
-    trains alone on the whole data (world size 1) and they overwrite each other's files.
+    Without it, several processes (torchrun) silently train alone on the whole data (world
+    size 1) and overwrite each other's files, and ``bf16`` is refused as "bf16/gpu" although
+    CPUs autocast to bf16 fine.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
     accelerator = getattr(torch, "accelerator", None)
     return not (accelerator.is_available() if accelerator else torch.cuda.is_available())
 
@@ -166,7 +165,7 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
         activation_checkpointing_kwargs={"use_reentrant": False},
         report_to=report_to, remove_unused_columns=False, dataloader_drop_last=True,
         dataloader_num_workers=cfg.dataloader_num_workers, disable_tqdm=None,
-        use_cpu=cpu_distributed(), ddp_find_unused_parameters=False,
+        use_cpu=no_accelerator(), ddp_find_unused_parameters=False,
     )
 
 
