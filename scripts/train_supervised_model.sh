@@ -6,10 +6,12 @@
 #
 #   bash scripts/train_supervised_model.sh                      # ~2 h on 2 CPU cores, + ~15 min eval
 #   MAX_STEPS=2 SAVE_STEPS=1 SKIP_EVAL=1 bash scripts/train_supervised_model.sh   # smoke run
+#   MAX_STEPS=120 SAVE_STEPS=20 bash scripts/train_supervised_model.sh bf16=true   # the run in
+#     benchmarks/README.md (issue #14): ~20 s a step in bf16 on 2 cores with AVX-512 BF16, 40 min
 #
 # Re-running resumes the supervised stage from its last checkpoint (every SAVE_STEPS steps).
 # Environment (defaults):
-#   OUT=out/supervised-model   MAX_STEPS=200 (~35 s a step: ~2 h)   SAVE_STEPS=25   PAIRS=data/pairs/pairs.jsonl
+#   OUT=out/supervised-model   MAX_STEPS=200 (~25-35 s a step in fp32: ~1.5-2 h)   SAVE_STEPS=25   PAIRS=data/pairs/pairs.jsonl
 #   FROM_SCRATCH=0: start from the bundled MNTP + SimCSE adapters (themselves trained by
 #     scripts/train_default_model.sh, ~2 h); FROM_SCRATCH=1 retrains those first.
 #   QUERY_INSTRUCTION: the model's default query instruction, written into the adapter.
