@@ -40,17 +40,23 @@ def mixed_corpus(n: int = 600, seed: int = 0, max_sentences: int = 8) -> list[st
     return texts
 
 
+def best_seconds(fn, *args, reps: int) -> float:
+    """The fastest of ``reps`` timed calls ``fn(*args)``: the least disturbed one on a shared
+    machine."""
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def matmul_peak_gflops(size: int = 2048, reps: int = 10) -> float:
     """The machine's practical fp32 ceiling: best time of a large torch matmul."""
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    return 2 * size**3 / best_seconds(torch.mm, a, b, reps=reps) / 1e9
 
 
 def linear_ceiling_tokens_s(model, rows: int = 2048, reps: int = 5) -> float:
@@ -70,12 +76,7 @@ def linear_ceiling_tokens_s(model, rows: int = 2048, reps: int = 5) -> float:
         for (out_f, in_f), count in shapes.items():
             x, w = torch.randn(rows, in_f), torch.randn(out_f, in_f)
             torch.nn.functional.linear(x, w)  # warm
-            best = float("inf")
-            for _ in range(reps):
-                start = time.perf_counter()
-                torch.nn.functional.linear(x, w)
-                best = min(best, time.perf_counter() - start)
-            seconds += count * best
+            seconds += count * best_seconds(torch.nn.functional.linear, x, w, reps=reps)
     return rows / seconds
 
 
