@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/bench_encode.py --corpus mixed --texts 300 --rounds 3
     .venv/bin/python benchmarks/bench_encode.py --corpus long --texts 32 --rounds 3
-    .venv/bin/python benchmarks/bench_encode.py --corpus mixed --texts 100 --profile
+    .venv/bin/python benchmarks/bench_encode.py --corpus mixed --texts 100 \
+        --profile --variants default
+    .venv/bin/python benchmarks/bench_encode.py --corpus long --texts 32 --profile  # budget, rows
 
 Both implementations run as persistent worker processes (the reference in .venv-ref, built
 by scripts/setup_reference_env.sh) on the same dequantized SmolLM2-135M weights and the same
@@ -10,7 +12,8 @@ corpus: mixed (1-8 Lee sentences), short (~20 tokens) or long (512 tokens). Roun
 between them (the order rotates) and medians are reported, with achieved FLOP/s against
 this machine's fp32 matrix-multiply peak measured in the same run (2 x non-embedding
 parameters per real token; attention score FLOPs are not counted). ``--profile`` prints
-where our encoder's time goes instead (torch.profiler, top operators).
+where our encoder's time goes instead, for each of ``--variants`` (torch.profiler, top
+operators).
 """
 
 from __future__ import annotations
@@ -131,20 +134,23 @@ def padded_tokens(model, texts: list[str], batch_size: int, options: dict) -> di
     return {"real": sum(len(e.ids) for e in enc), "ours": ours, "ref": ref}
 
 
-def profile(model, texts: list[str], batch_size: int, top: int = 12) -> None:
+def profile(model, texts: list[str], batch_size: int, variants: dict[str, dict],
+            top: int = 12) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     model.encode(texts[:8], show_progress=False)
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        model.encode(texts, batch_size=batch_size, show_progress=False)
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events)
-    print(f"\nwhere the time goes (torch.profiler, self CPU time, {len(texts)} texts; total "
-          f"{total / 1e6:.1f} s)\n\n| operator | calls | self s | share |\n|---|---|---|---|")
-    for e in events[:top]:
-        print(f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1e6:.2f} | "
-              f"{100 * e.self_cpu_time_total / total:.1f}% |")
+    for name, opts in variants.items():
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            model.encode(texts, batch_size=batch_size, show_progress=False, **opts)
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n{name}: where the time goes (torch.profiler, self CPU time, {len(texts)} "
+              f"texts; total {total / 1e6:.1f} s)\n\n| operator | calls | self s | share |\n"
+              f"|---|---|---|---|")
+        for e in events[:top]:
+            print(f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1e6:.2f} | "
+                  f"{100 * e.self_cpu_time_total / total:.1f}% |")
 
 
 def main() -> None:
@@ -156,7 +162,7 @@ def main() -> None:
     p.add_argument("--variants", default="default,rows",
                    help=f"our variants to run, of {sorted(OURS)}, or JSON {{label: options}}")
     p.add_argument("--no-ref", action="store_true", help="only our variants")
-    p.add_argument("--profile", action="store_true", help="profile ours instead of timing")
+    p.add_argument("--profile", action="store_true", help="profile ours (each variant), no timing")
     p.add_argument("--workdir", default="/tmp/bench-encode", help="model folders (reused)")
     p.add_argument("--json-out", default=None)
     p.add_argument("--ref-python", default=os.path.join(ROOT, ".venv-ref", "bin", "python"))
@@ -176,13 +182,13 @@ def main() -> None:
     folder, plain = prepare(args.workdir)
     ours = LLM2Vec.from_pretrained(folder, device="cpu")
     texts = corpus(args.corpus, args.texts, ours.tokenizer)
+    variants = (json.loads(args.variants) if args.variants.startswith("{") else
+                {OURS[v][0]: OURS[v][1] for v in args.variants.split(",")})
     if args.profile:
-        return profile(ours, texts, args.batch_size)
+        return profile(ours, texts, args.batch_size, variants)
     corpus_path = os.path.join(args.workdir, f"corpus-{args.corpus}-{args.texts}.json")
     with open(corpus_path, "w", encoding="utf-8") as f:
         json.dump(texts, f)
-    variants = (json.loads(args.variants) if args.variants.startswith("{") else
-                {OURS[v][0]: OURS[v][1] for v in args.variants.split(",")})
     pads = {name: padded_tokens(ours, texts, args.batch_size, opts)
             for name, opts in variants.items()}
     real = next(iter(pads.values()))["real"]
