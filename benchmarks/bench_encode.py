@@ -28,6 +28,8 @@ import sys
 import time
 import warnings
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "reference"))
@@ -36,6 +38,7 @@ from common import (  # noqa: E402
     corpus,
     linear_ceiling_tokens_s,
     matmul_peak_gflops,
+    row_cosines,
     smollm2_gguf,
 )
 
@@ -43,7 +46,9 @@ REF = "llm2vec 0.2.3 (reference)"
 # Our variants: (label, encode options). "rows only" is the pre-budget behaviour.
 OURS = {"default": ("llm2vec-rag (default: token budget)", {}),
         "rows": ("llm2vec-rag, batches of 32 rows only (before)",
-                 {"max_batch_tokens": 10**9})}
+                 {"max_batch_tokens": 10**9}),
+        "glibc": ("llm2vec-rag, token budget, glibc malloc as it comes",
+                  {"env": {"LLM2VEC_RAG_MALLOC": "default"}})}
 
 
 # ---------------------------------------------------------------- workers (one per process)
@@ -58,28 +63,38 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int, options: d
         load = {k: options.pop(k) for k in ("compile", "attn_implementation") if k in options}
         model = LLM2Vec.from_pretrained(folder, device="cpu", dtype="float32", **load)
 
-        def run() -> None:
-            model.encode(texts, batch_size=batch_size, show_progress=False, **options)
+        def run() -> np.ndarray:
+            return model.encode(texts, batch_size=batch_size, show_progress=False, **options)
     else:
         from llm2vec import LLM2Vec as RefLLM2Vec
         from ref_encode import load_plain
 
-        ref = RefLLM2Vec(*load_plain(folder), pooling_mode="mean", max_length=512)
+        # doc_max_length: the reference's own default (400) cuts every text over 400 tokens
+        # by words before it tokenizes, so it would encode fewer tokens than it is credited
+        # with here; at 512 both sides encode the same tokens (the parity tests' setting).
+        ref = RefLLM2Vec(*load_plain(folder), pooling_mode="mean", max_length=512,
+                         doc_max_length=512)
         pairs = [["", t] for t in texts]
 
-        def run() -> None:
-            ref.encode(pairs, batch_size=batch_size, show_progress_bar=False)
+        def run() -> np.ndarray:
+            return np.asarray(ref.encode(pairs, batch_size=batch_size, show_progress_bar=False))
     start = time.perf_counter()  # warm-up (and the compile, when asked) on a slice
     if kind == "ours":
         model.encode(texts[:32], batch_size=batch_size, show_progress=False, **options)
     else:
         ref.encode(pairs[:32], batch_size=batch_size, show_progress_bar=False)
     print(json.dumps({"warmup": time.perf_counter() - start}), flush=True)
+    vectors = None
     for line in sys.stdin:
-        if line.strip() != "run":
+        command, _, arg = line.strip().partition(" ")
+        if command == "save":  # the last run's vectors, to check both sides did the same work
+            np.save(arg, vectors)
+            print(json.dumps({"saved": arg}), flush=True)
+            continue
+        if command != "run":
             break
         start = time.perf_counter()
-        run()
+        vectors = run()
         print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 
 
@@ -87,10 +102,12 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int, options: d
 class Worker:
     def __init__(self, python: str, kind: str, folder: str, corpus: str, batch_size: int,
                  options: dict | None = None):
+        options = dict(options or {})
+        env = {**os.environ, **options.pop("env", {})}  # e.g. the allocator setting
         self.proc = subprocess.Popen(
             [python, __file__, "--worker", kind, "--folder", folder, "--corpus-file", corpus,
-             "--batch-size", str(batch_size), "--options", json.dumps(options or {})],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+             "--batch-size", str(batch_size), "--options", json.dumps(options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         line = self.proc.stdout.readline()
         if not line.startswith("{"):
             raise RuntimeError(f"{kind} worker failed to start")
@@ -100,6 +117,12 @@ class Worker:
         self.proc.stdin.write("run\n")
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())["seconds"]
+
+    def vectors(self, path: str) -> np.ndarray:
+        self.proc.stdin.write(f"save {path}\n")
+        self.proc.stdin.flush()
+        self.proc.stdout.readline()
+        return np.load(path)
 
     def close(self) -> None:
         self.proc.stdin.write("quit\n")
@@ -142,7 +165,8 @@ def profile(model, texts: list[str], batch_size: int, variants: dict[str, dict],
     model.encode(texts[:8], show_progress=False)
     for name, opts in variants.items():
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            model.encode(texts, batch_size=batch_size, show_progress=False, **opts)
+            model.encode(texts, batch_size=batch_size, show_progress=False,
+                         **{k: v for k, v in opts.items() if k != "env"})  # in-process
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in events)
         print(f"\n{name}: where the time goes (torch.profiler, self CPU time, {len(texts)} "
@@ -206,6 +230,12 @@ def main() -> None:
     for r in range(args.rounds):  # interleaved, rotating order: drift hits all alike
         for name in names[r % len(names):] + names[: r % len(names)]:
             times[name].append(workers[name].run())
+    agreement = None
+    if REF in workers:  # same texts, same tokens: the vectors must agree
+        ref_vectors = workers[REF].vectors(os.path.join(args.workdir, "ref-vectors.npy"))
+        agreement = {name: float(row_cosines(workers[name].vectors(
+            os.path.join(args.workdir, "ours-vectors.npy")), ref_vectors).min())
+            for name in variants}
     for w in workers.values():
         w.close()
     peak = max(peak, matmul_peak_gflops())
@@ -234,6 +264,9 @@ def main() -> None:
     print(f"\nceiling: every real token through the model's linear layers alone (measured at "
           f"their shapes, 2048 rows; no attention, norms, padding): {ceiling:.0f} tokens/s"
           + (f" = {ceiling * ref_median / real:.2f}x the reference" if ref_median else ""))
+    if agreement:
+        print(f"\nmin cosine, ours vs the reference (same texts and tokens): "
+              f"{json.dumps({k: round(v, 6) for k, v in agreement.items()})}")
     print(f"\nruns (s): {json.dumps({k: [round(t, 2) for t in v] for k, v in times.items()})}")
     print(f"warm-up (first call, s): "
           f"{json.dumps({k: round(w.warmup, 1) for k, w in workers.items()})}")

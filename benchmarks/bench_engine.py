@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import corpus  # noqa: E402
+from common import corpus, row_cosines  # noqa: E402
 
 
 def main() -> int:
@@ -97,9 +97,8 @@ def main() -> int:
         for name in names[r % len(names):] + names[: r % len(names)]:
             seconds, out = run(*runners[name])
             times[name].append(seconds)
-            cos = (out * ref_vectors).sum(1) / (np.linalg.norm(out, axis=1)
-                                                 * np.linalg.norm(ref_vectors, axis=1))
-            diffs[name] = (float(np.abs(out - ref_vectors).max()), float(cos.min()))
+            diffs[name] = (float(np.abs(out - ref_vectors).max()),
+                           float(row_cosines(out, ref_vectors).min()))
     first = statistics.median(times[names[0]])
     print(f"\ncorpus {args.corpus}: {len(texts)} texts, {real} real tokens; torch threads "
           f"{threads}; {args.rounds} interleaved rounds, medians\n")

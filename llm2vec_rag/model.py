@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from .allocator import retain_freed_memory
 from .cache import load_or_build
 from .config import (
     EncoderConfig,
@@ -153,6 +154,8 @@ class LLM2Vec(BaseEncoder):
         self.source = str(getattr(model, "name_or_path", "") or "")
         self.max_batch_tokens = default_batch_tokens(self.model)
         self._init_preprocessor(padding_side)
+        if self.device.type == "cpu":  # every layer's activations otherwise fault back in
+            retain_freed_memory()
 
     @property
     def source(self) -> str:
