@@ -27,15 +27,15 @@ def score(vectors: np.ndarray, ratings: np.ndarray) -> float:
 
 def main() -> None:
     from llm2vec_rag import LLM2Vec
-    from llm2vec_rag.default_model import DEFAULT_ADAPTERS
+    from llm2vec_rag.default_model import UNSUPERVISED_ADAPTERS
     from llm2vec_rag.training.evaluate import read_lee
 
     docs, ratings = read_lee(DATA)
     with open(os.path.join(DATA, "lee_background.cor"), encoding="latin-1") as f:
         background = [line.strip() for line in f if line.strip()][:100]
     for name, adapters, bidirectional in [("causal", [], False),
-                                          ("+ MNTP", DEFAULT_ADAPTERS[:1], True),
-                                          ("+ MNTP + SimCSE", DEFAULT_ADAPTERS, True)]:
+                                          ("+ MNTP", UNSUPERVISED_ADAPTERS[:1], True),
+                                          ("+ MNTP + SimCSE", UNSUPERVISED_ADAPTERS, True)]:
         encoder = LLM2Vec.from_pretrained(smollm2_gguf(), adapters=adapters, device="cpu",
                                           enable_bidirectional=bidirectional)
         vectors, mean = encoder.encode(docs, batch_size=8), encoder.encode(background).mean(0)

@@ -77,6 +77,8 @@ def bundle(stage_dir: str, dest: str, base: str) -> str:
     with open(path, encoding="utf-8") as f:
         settings = yaml.safe_load(f)
     settings["model"] = os.path.basename(settings["model"])
+    # the adapters it was trained on, by their folder names in the bundle
+    settings["adapters"] = [os.path.basename(a.rstrip("/")) for a in settings.get("adapters") or []]
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(settings, f, sort_keys=False)
     path = os.path.join(dest, "llm2vec_config.json")  # the query instruction it is used with

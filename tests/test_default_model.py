@@ -1,5 +1,6 @@
 """The bundled default domain model: small half-precision adapters that load on the real
-SmolLM2 GGUF, beat the causal baseline on Lee, and serve the CLI when no --model is given."""
+SmolLM2 GGUF, beat the causal baseline and the unsupervised stages on Lee, and serve the CLI
+when no --model is given."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from llm2vec_rag.default_model import DEFAULT_ADAPTERS, GGUF_NAME, load_default_model
+from llm2vec_rag.default_model import (
+    DEFAULT_ADAPTERS,
+    GGUF_NAME,
+    UNSUPERVISED_ADAPTERS,
+    load_default_model,
+)
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "data", "gensim")
 TEXTS = ["Bushfires threaten homes west of Sydney.", "The Reserve Bank left rates on hold."]
@@ -19,7 +25,7 @@ TEXTS = ["Bushfires threaten homes west of Sydney.", "The Reserve Bank left rate
 @pytest.mark.parametrize("adapter", DEFAULT_ADAPTERS, ids=os.path.basename)
 def test_bundled_adapters_are_small_half_precision_lora(adapter):
     weights = os.path.join(adapter, "adapter_model.safetensors")
-    assert os.path.getsize(weights) < 6 * 2**20
+    assert os.path.getsize(weights) < 10 * 2**20  # r=8 (MNTP, SimCSE): 4.9 MB; r=16: 9.8 MB
     tensors = load_file(weights)
     assert tensors and {str(t.dtype) for t in tensors.values()} == {"torch.float16"}
     with open(os.path.join(adapter, "adapter_config.json"), encoding="utf-8") as f:
@@ -42,7 +48,10 @@ def test_default_model_beats_the_causal_baseline_on_lee(default_model, smollm2_g
         pytest.skip("gensim test data missing: run scripts/fetch_data.sh")
     causal = LLM2Vec.from_pretrained(smollm2_gguf, enable_bidirectional=False, device="cpu")
     trained, baseline = lee_spearman(default_model, DATA_DIR), lee_spearman(causal, DATA_DIR)
-    assert trained > baseline + 0.02, (trained, baseline)
+    assert trained > baseline + 0.03, (trained, baseline)  # measured 0.5995 vs 0.5617
+    unsupervised = LLM2Vec.from_pretrained(smollm2_gguf, adapters=UNSUPERVISED_ADAPTERS,
+                                           device="cpu")
+    assert trained > lee_spearman(unsupervised, DATA_DIR) + 0.005  # 0.5995 vs 0.5885
 
 
 @pytest.mark.slow
