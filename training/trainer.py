@@ -21,7 +21,6 @@ from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from llm2vec_rag.allocator import retain_freed_memory
 from llm2vec_rag.config import EncoderConfig
 
 from .config import TrainConfig
@@ -211,8 +210,6 @@ def run_stage(cfg: TrainConfig, model, dataset: Dataset, collator: Callable, los
     Under ``torchrun`` / ``accelerate launch`` every process runs this; only rank 0 writes.
     """
     checkpoint = resume_checkpoint(cfg)  # refuses another run's checkpoint before any work
-    if no_accelerator():  # forward and backward activations otherwise fault back in
-        retain_freed_memory()
     os.makedirs(cfg.output_dir, exist_ok=True)
     if is_main_process():
         write_record(cfg, cfg.output_dir)
