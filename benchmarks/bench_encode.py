@@ -38,7 +38,6 @@ from common import (  # noqa: E402
     corpus,
     linear_ceiling_tokens_s,
     matmul_peak_gflops,
-    row_cosines,
     smollm2_gguf,
 )
 
@@ -200,6 +199,7 @@ def main() -> None:
                       json.loads(args.options))
 
     from llm2vec_rag import LLM2Vec
+    from llm2vec_rag.similarity import similarity_pairwise
 
     warnings.simplefilter("ignore")
     os.makedirs(args.workdir, exist_ok=True)
@@ -233,7 +233,7 @@ def main() -> None:
     agreement = None
     if REF in workers:  # same texts, same tokens: the vectors must agree
         ref_vectors = workers[REF].vectors(os.path.join(args.workdir, "ref-vectors.npy"))
-        agreement = {name: float(row_cosines(workers[name].vectors(
+        agreement = {name: float(similarity_pairwise(workers[name].vectors(
             os.path.join(args.workdir, "ours-vectors.npy")), ref_vectors).min())
             for name in variants}
     for w in workers.values():

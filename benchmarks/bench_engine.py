@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import corpus, row_cosines  # noqa: E402
+from common import corpus  # noqa: E402
+from llm2vec_rag.similarity import similarity_pairwise  # noqa: E402
 
 
 def main() -> int:
@@ -98,7 +99,7 @@ def main() -> int:
             seconds, out = run(*runners[name])
             times[name].append(seconds)
             diffs[name] = (float(np.abs(out - ref_vectors).max()),
-                           float(row_cosines(out, ref_vectors).min()))
+                           float(similarity_pairwise(out, ref_vectors).min()))
     first = statistics.median(times[names[0]])
     print(f"\ncorpus {args.corpus}: {len(texts)} texts, {real} real tokens; torch threads "
           f"{threads}; {args.rounds} interleaved rounds, medians\n")

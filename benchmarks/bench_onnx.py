@@ -27,7 +27,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import matmul_peak_gflops, row_cosines, smollm2_gguf  # noqa: E402
+from common import matmul_peak_gflops, smollm2_gguf  # noqa: E402
+from llm2vec_rag.similarity import similarity_pairwise  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(row_cosines(a, b).mean())
+    return float(similarity_pairwise(a, b).mean())
 
 
 def work(encoder, texts: list[str], batch_size: int) -> tuple[int, float]:

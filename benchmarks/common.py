@@ -40,13 +40,6 @@ def mixed_corpus(n: int = 600, seed: int = 0, max_sentences: int = 8) -> list[st
     return texts
 
 
-def row_cosines(a, b):
-    """Cosine of each row of ``a`` with the same row of ``b`` (numpy arrays)."""
-    import numpy as np
-
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 def best_seconds(fn, *args, reps: int) -> float:
     """The fastest of ``reps`` timed calls ``fn(*args)``: the least disturbed one on a shared
     machine."""

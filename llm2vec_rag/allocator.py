@@ -18,6 +18,7 @@ tcmalloc in ``LD_PRELOAD``) are left alone too.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import warnings
@@ -29,26 +30,19 @@ TRIM_THRESHOLD = 512 << 20
 TOP_PAD = 64 << 20
 _OWN_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
-_state: dict[str, bool] = {}
 
-
+@functools.cache
 def retain_freed_memory() -> bool:
     """Raise glibc's trim and mmap thresholds once per process; True when they are raised.
 
     False (and nothing changed) off glibc, when ``LLM2VEC_RAG_MALLOC`` is ``default`` (not
     ``retain``, the default), or when the user's environment already sets malloc parameters.
     """
-    if "applied" not in _state:
-        _state["applied"] = _apply()
-    return _state["applied"]
-
-
-def _apply() -> bool:
     choice = os.environ.get("LLM2VEC_RAG_MALLOC", "retain").strip().lower() or "retain"
     if choice != "retain":
         if choice != "default":
             warnings.warn(f"LLM2VEC_RAG_MALLOC={choice!r} is not 'retain' or 'default': "
-                          f"leaving glibc's malloc settings as they are", stacklevel=3)
+                          f"leaving glibc's malloc settings as they are", stacklevel=2)
         return False
     preload = os.environ.get("LD_PRELOAD", "")
     if any(name in os.environ for name in _OWN_SETTINGS) or \
