@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Mine the supervised training pairs from the training sources only: Debian's dictionaries
-# (FOLDOC, GCIDE, Jargon File, WordNet), the Linux man pages and gensim's Wikipedia sample.
+# (FOLDOC, GCIDE, Jargon File, WordNet), the Linux man pages, gensim's Wikipedia sample (titles,
+# sections and consecutive passages) and the halves of gensim's 300 Lee background news
+# articles (lee_background.cor, the corpus the MNTP and SimCSE stages train on; never lee.cor,
+# the 50 documents of the Lee evaluation).
 # NOT the Debian Reference (the held-out set, benchmarks/build_heldout.py) and never Python's
 # documentation. Hard negatives and the consistency filter come from the bundled MNTP + SimCSE
 # adapters (the model the supervised stage starts from; MINER_ARGS="--model M --adapter A"
@@ -24,6 +27,7 @@ fi
 .venv/bin/llm2vec-rag train pairs "${MINER[@]}" \
   data/debian/usr/share/dictd data/debian/usr/share/man \
   data/gensim/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
+  data/gensim/lee_background.cor \
   -o "$OUT" --report "${OUT%.jsonl}.report.json" \
   --max-per-dataset "${MAX_PER_DATASET:-600}" --max-words 96 --max-length 128 \
   --num-negatives 1 --consistency-k 10 --batch-size 64 --device cpu "$@" >/dev/null

@@ -18,8 +18,9 @@
 #     scripts/train_default_model.sh, ~2 h); FROM_SCRATCH=1 retrains those first.
 #   BUNDLE_TO: also write the shipped form (float16, no checkpoints or machine paths) there.
 #   QUERY_INSTRUCTION: the model's default query instruction, written into the adapter.
-#   PAIR_INSTRUCTIONS=single: every pair trains with QUERY_INSTRUCTION (the instruction users
-#     get by default); =mined keeps the per-kind instructions the pairs were mined with.
+#   PAIR_INSTRUCTIONS=single: every asymmetric pair trains with QUERY_INSTRUCTION (the
+#     instruction users get by default; symmetric pairs, document halves, keep none); =mined
+#     keeps the per-kind instructions the pairs were mined with.
 #   SKIP_BOOTSTRAP=1, SKIP_EVAL=1.   Extra arguments: key=value overrides for the stage.
 # Outputs in $OUT: supervised/ (adapter, checkpoint-*, training_log.csv, loss_curve.png),
 # results.jsonl (one JSON line per evaluation).
@@ -54,7 +55,8 @@ import json, sys
 with open(sys.argv[1], encoding="utf-8") as src, open(sys.argv[2], "w", encoding="utf-8") as dst:
     for line in src:
         record = json.loads(line)
-        record.pop("instruction", None)
+        if record.get("instruction", "") != "":  # "": a symmetric pair, no instruction
+            record.pop("instruction")
         dst.write(json.dumps(record, ensure_ascii=False) + "\n")
 PY
 fi

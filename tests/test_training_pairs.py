@@ -1,6 +1,7 @@
 """``train pairs``: pairs mined from small real-format files (Markdown, reStructuredText, a
-dictd database, man pages, MediaWiki XML, JSONL, Q:/A: text), hard negatives and the
-consistency filter with a tiny real encoder, the report, and errors that name file and line."""
+dictd database, man pages, MediaWiki XML, JSONL, Q:/A: text, one document a line), hard
+negatives and the consistency filter with a tiny real encoder, the report, and errors that
+name file and line."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from llm2vec_rag.cli import main
 from llm2vec_rag.training.data import load_examples
-from llm2vec_rag.training.pair_sources import extract
+from llm2vec_rag.training.pair_sources import SYMMETRIC, extract
 from llm2vec_rag.training.pairs import PairSettings, build_pairs
 
 MARKDOWN = """---
@@ -186,9 +187,12 @@ def test_each_format_gives_its_structural_pairs(corpus):
     assert man.positive == ("frob reads file, shuffles its lines and writes them to standard "
                             "output - it never changes the file itself.")
     assert extract(str(corpus / "man1" / "unfrob.1.gz")) == []
-    wiki = by_query(extract(str(corpus / "wiki.xml")))
+    wiki = by_query(p for p in extract(str(corpus / "wiki.xml")) if p.kind != SYMMETRIC)
     assert set(wiki) == {"Glacier", "Glacier: Formation"}  # no redirect, no References
     assert wiki["Glacier"].positive.startswith("A glacier is a persistent body of dense ice")
+    (passages,) = [p for p in extract(str(corpus / "wiki.xml")) if p.kind == SYMMETRIC]
+    assert passages.query == wiki["Glacier"].positive  # the lead -> the passage after it
+    assert passages.positive == wiki["Glacier: Formation"].positive
     faq = by_query(extract(str(corpus / "faq.txt")))
     assert faq["Where are vectors stored?"].positive.startswith("In a Qdrant collection")
 
@@ -303,3 +307,67 @@ def test_bad_input_names_the_file_and_line(tmp_path, case, capsys):
     rc = main(["train", "pairs", str(path), "-o", str(tmp_path / "o.jsonl"),
                "--num-negatives", "0", "--consistency-k", "0"])
     assert rc == 2 and str(path) in capsys.readouterr().err
+
+
+NEWS = ("The council approved the new bridge on Monday. Construction starts in spring. The "
+        "mayor said the bridge would cut travel times. Residents welcomed the decision.\n"
+        "\n"
+        "A single sentence has no second half to pair with its first one at all.\n"
+        "Heavy rain flooded the valley overnight. Roads were closed near the river. Crews "
+        "pumped water from homes. More rain is expected on Friday.\n")
+
+
+def test_documents_give_their_two_halves_as_symmetric_pairs(tmp_path):
+    cor = tmp_path / "news.cor"
+    cor.write_text(NEWS, encoding="utf-8")
+    first, second = extract(str(cor))  # the one-sentence document gives nothing
+    assert first.query == ("The council approved the new bridge on Monday. Construction "
+                           "starts in spring.")
+    assert first.positive == ("The mayor said the bridge would cut travel times. Residents "
+                              "welcomed the decision.")  # cut at the sentence nearest the middle
+    assert (first.kind, first.dataset, first.source) == (SYMMETRIC, "documents", f"{cor}:1")
+    assert second.source == f"{cor}:4" and second.positive.startswith("Crews pumped water")
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text(json.dumps({"text": NEWS.splitlines()[0], "id": 7}) + "\n",
+                     encoding="utf-8")
+    (pair,) = extract(str(jsonl))
+    assert (pair.query, pair.positive) == (first.query, first.positive)
+    jsonl.write_text(json.dumps({"text": 3}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"{re.escape(str(jsonl))}:1: field 'text' must be"):
+        extract(str(jsonl))
+
+
+def _article(title: str, topic: str) -> str:
+    lead = f"The {topic} is described here in a lead paragraph with enough words to be kept."
+    sections = "".join(f"== Part {k} ==\nThis part {k} of the {topic} article goes on about "
+                       f"the {topic} in a paragraph of its own for the filter.\n"
+                       for k in (1, 2))
+    return (f"<page><title>{title}</title><ns>0</ns><revision><text>{lead}\n{sections}"
+            "</text></revision></page>")
+
+
+def test_symmetric_pairs_have_no_instruction_and_no_negative_from_their_document(
+        tmp_path, tiny_encoder):
+    wiki = tmp_path / "wiki.xml"
+    topics = ["river", "mountain", "desert", "forest"]
+    wiki.write_text("<mediawiki>" + "".join(_article(t.title(), t) for t in topics)
+                    + "</mediawiki>", encoding="utf-8")
+    out = tmp_path / "pairs.jsonl"
+    report = build_pairs([str(wiki)], str(out), tiny_encoder, PairSettings(
+        num_negatives=1, consistency_k=0, min_words=5, max_words=12, max_query_words=5,
+        duplicate_cosine=2.0, duplicate_overlap=2.0, max_negative_ratio=100.0))
+    # the long queries of symmetric pairs are cut, not dropped; "Title: Part k" ones are short
+    assert report["datasets"]["wiki-passages"] == {"extracted": 8, "written": 8}
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    passages = [r for r in rows if r["dataset"] == "wiki-passages"]
+    article_of = {}
+    for p in extract(str(wiki)):
+        article_of[p.positive[:40]] = p.source
+    for r in passages:
+        assert r["instruction"] == "" and len(r["query"].split()) <= 12
+        assert article_of[r["negatives"][0][:40]] != r["source"]  # another article's passage
+    loaded = load_examples([str(out)], num_negatives=1,
+                           default_instruction="Given a web search query, retrieve passages")
+    assert {e.instruction for e in loaded if e.dataset == "wiki-passages"} == {""}
+    assert {e.instruction for e in loaded if e.dataset == "wiki-sections"} == {
+        "Given a section heading, retrieve the section it introduces"}

@@ -152,7 +152,7 @@ def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
                           description=cmd_pairs.__doc__)
     p.add_argument("sources", nargs="+", metavar="SRC",
                    help="files or folders (.md, .rst, .xml[.bz2], .jsonl, dictd .index, man "
-                        "pages NAME.N[.gz], Q:/A: .txt)")
+                        "pages NAME.N[.gz], Q:/A: .txt, one document a line .cor)")
     p.add_argument("-o", "--output", required=True, help="pairs.jsonl (supervised schema)")
     p.add_argument("--report", default=None, help="also write the report to this JSON file")
     p.add_argument("--min-words", type=int, default=d.min_words,
@@ -177,8 +177,9 @@ def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--max-negative-ratio", type=float, default=d.max_negative_ratio,
                    help="nor one whose query score exceeds this x the positive's")
     p.add_argument("--instruction", default=None,
-                   help="query instruction for every pair (default: one per kind of pair; "
-                        "'' for none, so that training's query_instruction applies)")
+                   help="query instruction for every asymmetric pair (default: one per kind "
+                        "of pair; '' for none, so that training's query_instruction applies); "
+                        "symmetric pairs (document halves) never get one")
     p.add_argument("--dataset", default=None,
                    help="one dataset name for all pairs (default: one per kind of source)")
     p.add_argument("--seed", type=int, default=d.seed,

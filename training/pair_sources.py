@@ -7,7 +7,13 @@
   lines.
 - MediaWiki XML dumps (``.xml``, ``.xml.bz2``, e.g. gensim's Wikipedia sample): an article's
   title -> its lead paragraphs, "Title: Section" -> the section's text.
-- JSONL (``.jsonl``): ``title``/``text`` or ``question``/``answer`` fields per line.
+- JSONL (``.jsonl``): ``title``/``text`` or ``question``/``answer`` fields per line; a record
+  with only a ``text`` is a document (below).
+- Documents without structure (gensim's ``.cor``: one document per line; JSONL ``text``
+  records): the first half of a document -> its second half, cut between sentences. Both
+  sides are passages, so these pairs are symmetric (``SYMMETRIC``): no instruction on either
+  side, as document-to-document similarity is encoded. MediaWiki articles also give such
+  pairs: each passage (the lead, then each section) -> the passage after it.
 - dictd databases (``NAME.index`` + ``NAME.dict`` or ``NAME.dict.dz``, as Debian's ``dict-*``
   packages install them): a headword -> its definition (entries of one headword joined).
 - man pages (groff, ``name.SECTION[.gz]``): the NAME line -> the DESCRIPTION section.
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 
 from llm2vec_rag.files import read_jsonl
 
+from .data import split_sentences
 from .markup import dict_definition, groff_text, markdown_text, rst_text, squash, strip_wiki
 
 INSTRUCTIONS = {
@@ -36,7 +43,9 @@ INSTRUCTIONS = {
     "qa": "Given a question, retrieve the passage that answers it",
     "definition": "Given a term, retrieve its definition",
     "man": "Given a summary of a command or function, retrieve its manual page description",
+    "same-document": "",  # symmetric: passages on both sides, neither gets an instruction
 }
+SYMMETRIC = "same-document"
 MAN_FILE = re.compile(r"\.[1-9][a-z]*(\.gz)?$")
 _WIKI_SKIP = {"references", "external links", "see also", "notes", "further reading",
               "bibliography", "sources", "footnotes", "citations", "gallery", "images"}
@@ -85,6 +94,8 @@ def format_of(path: str) -> str | None:
         return "jsonl"
     if name.endswith(".txt"):
         return "faq"
+    if name.endswith((".cor", ".cor.gz", ".cor.bz2")):
+        return "documents"
     if MAN_FILE.search(name):
         return "man"
     return None
@@ -96,7 +107,7 @@ def extract(path: str) -> list[Pair]:
     if kind is None:
         raise ValueError(f"{path}: not a format pairs are mined from (Markdown .md, "
                          "reStructuredText .rst, MediaWiki .xml[.bz2], .jsonl, dictd .index, "
-                         "man pages NAME.N[.gz], Q:/A: .txt)")
+                         "man pages NAME.N[.gz], Q:/A: .txt, one document a line .cor)")
     return list(EXTRACTORS[kind](path))
 
 
@@ -230,6 +241,7 @@ def _article_pairs(path: str, title: str, text: str, min_words: int) -> Iterator
     parts = _WIKI_HEADING.split(text)  # [lead, marks, heading, body, marks, heading, body...]
     lead = squash(strip_wiki(parts[0], min_words))
     where = f"{path}:{title}"
+    passages = [lead] if lead else []
     if lead:
         yield Pair(title, lead, "title", "wiki-titles", where)
     for k in range(1, len(parts) - 2, 3):
@@ -239,10 +251,14 @@ def _article_pairs(path: str, title: str, text: str, min_words: int) -> Iterator
         body = squash(strip_wiki(parts[k + 2], min_words))
         if body:
             yield Pair(f"{title}: {heading}", body, "heading", "wiki-sections", where)
+            passages.append(body)
+    for a, b in zip(passages, passages[1:]):
+        yield Pair(a, b, SYMMETRIC, "wiki-passages", where)
 
 
 def jsonl_pairs(path: str) -> Iterator[Pair]:
-    for n, record in read_jsonl(path, shape='{"title", "text"} or {"question", "answer"}'):
+    shape = '{"title", "text"}, {"question", "answer"} or {"text"}'
+    for n, record in read_jsonl(path, shape=shape):
         for q, p, kind, dataset in (("title", "text", "title", "titles"),
                                     ("question", "answer", "qa", "faq")):
             if q in record and p in record:
@@ -251,8 +267,34 @@ def jsonl_pairs(path: str) -> Iterator[Pair]:
                 yield Pair(squash(record[q]), squash(record[p]), kind, dataset, f"{path}:{n}")
                 break
         else:
-            raise ValueError(f"{path}:{n}: needs 'title' and 'text' or 'question' and "
-                             f"'answer' fields (has {sorted(record)})")
+            if "text" not in record or "question" in record or "answer" in record:
+                raise ValueError(f"{path}:{n}: needs 'title' and 'text', 'question' and "
+                                 f"'answer', or only 'text' fields (has {sorted(record)})")
+            if not isinstance(record["text"], str):
+                raise ValueError(f"{path}:{n}: field 'text' must be a string")
+            yield from _halves(record["text"], f"{path}:{n}")
+
+
+# documents without structure: halves ------------------------------------------------------
+
+def _halves(text: str, source: str) -> Iterator[Pair]:
+    """A document's first half -> its second half, cut at the sentence boundary nearest the
+    middle by words; nothing for a document of one sentence."""
+    sentences = split_sentences([squash(text)], min_words=1)
+    if len(sentences) < 2:
+        return
+    sizes = [len(x.split()) for x in sentences]
+    total = sum(sizes)
+    cut = min(range(1, len(sentences)), key=lambda k: abs(2 * sum(sizes[:k]) - total))
+    yield Pair(" ".join(sentences[:cut]), " ".join(sentences[cut:]), SYMMETRIC, "documents",
+               source)
+
+
+def document_pairs(path: str) -> Iterator[Pair]:
+    """gensim's corpus format: one document per line."""
+    for n, line in enumerate(read_text(path).split("\n"), 1):
+        if line.strip():
+            yield from _halves(line, f"{path}:{n}")
 
 
 # terms and definitions: dictd ---------------------------------------------------------------
@@ -339,4 +381,5 @@ def man_pairs(path: str) -> Iterator[Pair]:
 
 
 EXTRACTORS = {"markdown": markdown_pairs, "rst": rst_pairs, "faq": faq_pairs,
-              "wiki": wiki_pairs, "jsonl": jsonl_pairs, "dictd": dictd_pairs, "man": man_pairs}
+              "wiki": wiki_pairs, "jsonl": jsonl_pairs, "dictd": dictd_pairs, "man": man_pairs,
+              "documents": document_pairs}

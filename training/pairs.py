@@ -13,6 +13,11 @@
    ``max_negative_ratio`` x the positive's, the usual sign of an unlabelled positive).
 4. Write the supervised JSONL schema (``data.py``) that ``train supervised`` reads, and a
    report: pairs per source and per dataset, and what each filter removed.
+
+Symmetric pairs (two halves of a document, consecutive passages of an article) are passages
+on both sides: both are cut to ``max_words``, neither gets an instruction (written as
+``"instruction": ""`` so that training's ``query_instruction`` does not apply either), and
+another passage of the same document is never its hard negative.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from .pair_sources import INSTRUCTIONS, Pair, extract, format_of
+from .pair_sources import INSTRUCTIONS, SYMMETRIC, Pair, extract, format_of
 
 FILTERS = ("too_short", "too_long_query", "duplicate", "ambiguous_query", "capped",
            "inconsistent", "no_negative")
@@ -90,7 +95,12 @@ def cheap_filters(pairs: list[Pair], s: PairSettings, dropped: Counter) -> list[
         if q_words == 0 or not re.search(r"\w", p.query) or p_words < s.min_words:
             dropped[p.dataset, "too_short"] += 1
             continue
-        if q_words > s.max_query_words:
+        if p.kind == SYMMETRIC:  # a passage on both sides: cut, like a positive
+            if q_words < s.min_words:
+                dropped[p.dataset, "too_short"] += 1
+                continue
+            p.query = _cut(p.query, s.max_words)
+        elif q_words > s.max_query_words:
             dropped[p.dataset, "too_long_query"] += 1
             continue
         p.positive = _cut(p.positive, s.max_words)
@@ -124,6 +134,9 @@ def cheap_filters(pairs: list[Pair], s: PairSettings, dropped: Counter) -> list[
 
 
 def instruction_of(pair: Pair, s: PairSettings) -> str:
+    """Symmetric pairs never get one: both of their sides are documents."""
+    if pair.kind == SYMMETRIC:
+        return ""
     return INSTRUCTIONS[pair.kind] if s.instruction is None else s.instruction
 
 
@@ -159,6 +172,8 @@ def mine(pairs: list[Pair], encoder, s: PairSettings,
                     if len(negatives) == s.num_negatives:
                         break
                     if (j == i or float(docs[i] @ docs[j]) > s.duplicate_cosine
+                            or (group[i].kind == SYMMETRIC  # another passage of its document
+                                and group[j].source == group[i].source)
                             or scores[row, j] > s.max_negative_ratio * own
                             or _overlap(group[i].positive, group[j].positive)
                             > s.duplicate_overlap):
@@ -230,7 +245,7 @@ def _write(output: str, mined: list[tuple[Pair, list[str]]], s: PairSettings) ->
             record = {"query": p.query, "positive": p.positive, "negatives": negatives,
                       "dataset": p.dataset, "source": p.source}
             instruction = instruction_of(p, s)
-            if instruction:
+            if instruction or p.kind == SYMMETRIC:  # "": none, not training's default
                 record["instruction"] = instruction
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, output)
