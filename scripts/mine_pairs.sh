@@ -8,9 +8,10 @@
 # documentation. Hard negatives and the consistency filter come from the bundled MNTP + SimCSE
 # adapters (the model the supervised stage starts from; MINER_ARGS="--model M --adapter A"
 # mines with another encoder).
-#   MAX_PER_DATASET=600 (default): 1,480 pairs in 5 min on 2 CPU cores; 2000 with
-#   --dtype bfloat16 (the bundled model's pairs): 2,908 in 4.5 min. Extra arguments go to
-#   `llm2vec-rag train pairs`.
+#   MAX_PER_DATASET=600 by default; 2000 with --dtype bfloat16 (train_supervised_model.sh): 3,830
+#   pairs in 19.5 min on 2 CPU cores, 919 of them symmetric (206 Lee background halves, 713
+#   Wikipedia passages); without those two sources (the bundled model's pairs) 2,908 in 4.5
+#   min. Extra arguments go to `llm2vec-rag train pairs`.
 # Output: data/pairs/pairs.jsonl and data/pairs/pairs.report.json (counts per source/filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,14 +6,17 @@
 #
 #   BUNDLE_TO=llm2vec_rag/models/smollm2-135m-llm2vec/supervised \
 #     bash scripts/train_supervised_model.sh bf16=true     # the bundled adapter: 200 steps,
-#     ~18-21 s a step in bf16 on 2 Xeon cores with AMX (67 min), + 5 min of mining, + ~12 min eval
+#     ~18-21 s a step in bf16 on 2 Xeon cores with AMX (67 min), + ~20 min of mining, + ~12 min eval
+#   SYMMETRIC_PAIRS=1 MAX_STEPS=160 OUT=out/supervised-sym bash scripts/train_supervised_model.sh \
+#     bf16=true     # the run with symmetric pairs too (~30 s a step on 2 AMD EPYC cores: 81 min)
 #   MAX_STEPS=2 SAVE_STEPS=1 SKIP_EVAL=1 bash scripts/train_supervised_model.sh   # smoke run
 #
 # Re-running resumes the supervised stage from its last checkpoint (every SAVE_STEPS steps).
 # Environment (defaults):
 #   OUT=out/supervised-model   MAX_STEPS=200 (~25-35 s a step in fp32: ~1.5-2 h)   SAVE_STEPS=40
 #   PAIRS=data/pairs/pairs.jsonl, mined first when missing (scripts/mine_pairs.sh with
-#     MAX_PER_DATASET=2000 and MINE_ARGS="--dtype bfloat16": 2,908 pairs)
+#     MAX_PER_DATASET=2000 and MINE_ARGS="--dtype bfloat16": 3,830 pairs, 919 of them
+#     symmetric, so 2,911 for the stage by default)
 #   FROM_SCRATCH=0: start from the bundled MNTP + SimCSE adapters (themselves trained by
 #     scripts/train_default_model.sh, ~2 h); FROM_SCRATCH=1 retrains those first.
 #   BUNDLE_TO: also write the shipped form (float16, no checkpoints or machine paths) there.
@@ -21,6 +24,9 @@
 #   PAIR_INSTRUCTIONS=single: every asymmetric pair trains with QUERY_INSTRUCTION (the
 #     instruction users get by default; symmetric pairs, document halves, keep none); =mined
 #     keeps the per-kind instructions the pairs were mined with.
+#   SYMMETRIC_PAIRS=0: leave out the symmetric pairs (halves of the Lee background articles,
+#     consecutive Wikipedia passages; the bundled adapter was trained without them); =1 trains
+#     on them too (benchmarks/README.md: Lee 0.6035 but held-out 0.425 at 160 steps).
 #   SKIP_BOOTSTRAP=1, SKIP_EVAL=1.   Extra arguments: key=value overrides for the stage.
 # Outputs in $OUT: supervised/ (adapter, checkpoint-*, training_log.csv, loss_curve.png),
 # results.jsonl (one JSON line per evaluation).
@@ -47,19 +53,21 @@ else
   read -r MNTP SIMCSE < <(.venv/bin/python -c \
     "from llm2vec_rag.default_model import UNSUPERVISED_ADAPTERS as A; print(*A)")
 fi
-TRAIN_PAIRS=$PAIRS
-if [ "${PAIR_INSTRUCTIONS:-single}" = single ]; then  # the stage's query_instruction for all
-  TRAIN_PAIRS=$OUT/pairs-single-instruction.jsonl
-  .venv/bin/python - "$PAIRS" "$TRAIN_PAIRS" <<'PY'
+TRAIN_PAIRS=$OUT/pairs-train.jsonl
+.venv/bin/python - "$PAIRS" "$TRAIN_PAIRS" "${PAIR_INSTRUCTIONS:-single}" \
+  "${SYMMETRIC_PAIRS:-0}" <<'PY'
 import json, sys
-with open(sys.argv[1], encoding="utf-8") as src, open(sys.argv[2], "w", encoding="utf-8") as dst:
+src_path, dst_path, instructions, symmetric = sys.argv[1:]
+with open(src_path, encoding="utf-8") as src, open(dst_path, "w", encoding="utf-8") as dst:
     for line in src:
         record = json.loads(line)
-        if record.get("instruction", "") != "":  # "": a symmetric pair, no instruction
-            record.pop("instruction")
+        if record.get("instruction") == "":  # a symmetric pair (document halves): no instruction
+            if symmetric != "1":
+                continue
+        elif instructions == "single":  # the stage's query_instruction for all
+            record.pop("instruction", None)
         dst.write(json.dumps(record, ensure_ascii=False) + "\n")
 PY
-fi
 $CLI train supervised --config supervised-cpu "model=$GGUF" "adapters=[$MNTP, $SIMCSE]" \
   "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-200}" \
   "save_steps=${SAVE_STEPS:-40}" save_total_limit=5 logging_steps=5 report_to=none \
