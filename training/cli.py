@@ -90,14 +90,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_beir(args: argparse.Namespace, encoder) -> int:
     """One JSON line per setting: with the query instruction (if any) and without."""
-    from .retrieval import evaluate_beir
+    from .retrieval import evaluate_beir_instructions
 
     instruction = args.instruction if args.instruction is not None else (
         encoder.config.query_instruction or "")
     settings = [instruction, ""] if instruction else [""]
-    for ins in settings:
-        result = evaluate_beir(encoder, args.beir, split=args.split, instruction=ins,
-                               batch_size=args.batch_size)
+    results = evaluate_beir_instructions(encoder, args.beir, settings, split=args.split,
+                                         batch_size=args.batch_size)
+    for ins, result in zip(settings, results):
         print(json.dumps({"benchmark": "beir", "folder": args.beir, "split": args.split,
                           "instruction": ins or None,
                           **{k: round(v, 4) if isinstance(v, float) else v

@@ -101,15 +101,28 @@ def evaluate_beir(encoder, folder: str | os.PathLike, split: str = "test",
     """Metrics of ``encoder`` on a BEIR folder; queries get ``instruction`` (None: the
     encoder's configured query instruction; "" none). ``encode_kwargs`` go to every encode
     (e.g. ``truncate_dim``)."""
+    return evaluate_beir_instructions(encoder, folder, [instruction], split, batch_size,
+                                      k_values, **encode_kwargs)[0]
+
+
+def evaluate_beir_instructions(encoder, folder: str | os.PathLike,
+                               instructions: Sequence[str | None], split: str = "test",
+                               batch_size: int = 32, k_values: Sequence[int] = K_VALUES,
+                               **encode_kwargs) -> list[dict[str, float]]:
+    """``evaluate_beir`` once per query instruction, the documents encoded only once (they
+    carry no instruction, and they are most of the work)."""
     corpus, queries, qrels = read_beir(folder, split)
     doc_ids = list(corpus)
     query_ids = [q for q in queries if q in qrels]
     kwargs = dict(batch_size=batch_size, normalize=True, **encode_kwargs)
     docs = encoder.encode_documents([corpus[d] for d in doc_ids], **kwargs)
-    qvecs = encoder.encode_queries([queries[q] for q in query_ids], instruction=instruction,
-                                   **kwargs)
-    best = top_k(qvecs, docs, max(max(k_values), 10))
-    ranked = {q: [doc_ids[j] for j in row] for q, row in zip(query_ids, best)}
-    result = metrics(ranked, qrels, k_values)
-    result.update(queries=len(query_ids), documents=len(doc_ids))
-    return result
+    results = []
+    for instruction in instructions:
+        qvecs = encoder.encode_queries([queries[q] for q in query_ids],
+                                       instruction=instruction, **kwargs)
+        best = top_k(qvecs, docs, max(max(k_values), 10))
+        ranked = {q: [doc_ids[j] for j in row] for q, row in zip(query_ids, best)}
+        result = metrics(ranked, qrels, k_values)
+        result.update(queries=len(query_ids), documents=len(doc_ids))
+        results.append(result)
+    return results
