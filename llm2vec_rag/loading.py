@@ -203,7 +203,7 @@ def _quiet_transformers():
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        with _quiet_warnings(), _no_gguf_bar():
+        with quiet_peft_warnings(), _no_gguf_bar():
             yield
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -212,7 +212,7 @@ def _quiet_transformers():
 
 
 @contextlib.contextmanager
-def _quiet_warnings():
+def quiet_peft_warnings():
     """Only the warnings of loading that are the libraries' own business: peft reads
     transformers' deprecated ``is_gradient_checkpointing`` on every adapter load."""
     with warnings.catch_warnings():
@@ -248,6 +248,19 @@ def check_bidirectional(model: PreTrainedModel, name: str) -> None:
         )
 
 
+def check_adapter_source(adapter: str, **hub_kwargs) -> None:
+    """Fail early, naming the folder, when ``adapter`` is not a LoRA adapter folder or hub id."""
+    if looks_local(adapter) and not os.path.isdir(adapter):
+        raise FileNotFoundError(f"Adapter folder {adapter!r} does not exist: pass the "
+                                "folder written by training, or a hub adapter id.")
+    check_hub_source(adapter, "adapter", **hub_kwargs)
+    if find_file(adapter, "adapter_config.json", **hub_kwargs) is None:
+        raise FileNotFoundError(
+            f"{adapter!r} holds no adapter_config.json: it is not a PEFT/LoRA adapter. "
+            "Pass the folder written by training (or a hub adapter repo)."
+        )
+
+
 def apply_adapters(model: PreTrainedModel, adapters: list[str], bases: list[str] | None = None,
                    **hub_kwargs) -> PreTrainedModel:
     """Apply LoRA adapters in order, merging each into the weights before the next."""
@@ -257,18 +270,10 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], bases: list[str]
     # adapters merged before it.
     chain = list(bases or [getattr(model, "name_or_path", "") or ""])
     for adapter in adapters:
-        if looks_local(str(adapter)) and not os.path.isdir(adapter):
-            raise FileNotFoundError(f"Adapter folder {str(adapter)!r} does not exist: pass the "
-                                    "folder written by training, or a hub adapter id.")
-        check_hub_source(str(adapter), "adapter", **hub_kwargs)
-        if find_file(str(adapter), "adapter_config.json", **hub_kwargs) is None:
-            raise FileNotFoundError(
-                f"{adapter!r} holds no adapter_config.json: it is not a PEFT/LoRA adapter. "
-                "Pass the folder written by training (or a hub adapter repo)."
-            )
+        check_adapter_source(str(adapter), **hub_kwargs)
         _warn_if_other_base(chain, str(adapter), adapter_base(str(adapter), **hub_kwargs))
         try:
-            with _quiet_warnings():
+            with quiet_peft_warnings():
                 peft_model = PeftModel.from_pretrained(model, adapter, **hub_kwargs)
         except SafetensorError as err:
             raise safetensors_error(str(adapter), err) from None

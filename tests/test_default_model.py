@@ -1,6 +1,6 @@
 """The bundled default domain model: small half-precision adapters that load on the real
-SmolLM2 GGUF, beat the causal baseline and the unsupervised stages on Lee, and serve the CLI
-when no --model is given."""
+SmolLM2 GGUF, retrieve better than the unsupervised stages, keep Lee at 0.60 or more, and serve
+the CLI when no --model is given."""
 
 from __future__ import annotations
 
@@ -18,20 +18,29 @@ from llm2vec_rag.default_model import (
     load_default_model,
 )
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "data", "gensim")
+REPO = os.path.join(os.path.dirname(__file__), "..")
+DATA_DIR = os.path.join(REPO, "data", "gensim")
 TEXTS = ["Bushfires threaten homes west of Sydney.", "The Reserve Bank left rates on hold."]
 
 
 @pytest.mark.parametrize("adapter", DEFAULT_ADAPTERS, ids=os.path.basename)
 def test_bundled_adapters_are_small_half_precision_lora(adapter):
     weights = os.path.join(adapter, "adapter_model.safetensors")
-    assert os.path.getsize(weights) < 10 * 2**20  # r=8 (MNTP, SimCSE): 4.9 MB; r=16: 9.8 MB
+    # r=8 (MNTP, SimCSE): 4.9 MB; the supervised soup, r=16 + 16: 19.6 MB
+    assert os.path.getsize(weights) < 20 * 2**20
     tensors = load_file(weights)
     assert tensors and {str(t.dtype) for t in tensors.values()} == {"torch.float16"}
     with open(os.path.join(adapter, "adapter_config.json"), encoding="utf-8") as f:
         config = json.load(f)
     assert config["base_model_name_or_path"] == GGUF_NAME  # no path of the training machine
-    assert os.path.isfile(os.path.join(adapter, "training_config.yaml"))
+    if not os.path.isfile(os.path.join(adapter, "soup.json")):
+        assert os.path.isfile(os.path.join(adapter, "training_config.yaml"))
+        return
+    with open(os.path.join(adapter, "soup.json"), encoding="utf-8") as f:
+        ingredients = json.load(f)["adapters"]
+    for ingredient in ingredients:  # each run's settings and log ship with the repository
+        for name in ("training_config.yaml", "training_log.csv", "adapter_model.safetensors"):
+            assert os.path.isfile(os.path.join(REPO, ingredient["path"], name)), ingredient
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +70,9 @@ def test_default_model_retrieves_better_than_the_unsupervised_stages(default_mod
                                                                      smollm2_gguf, tmp_path):
     """The supervised stage is for retrieval: on held-out news (the Lee documents, first
     sentence -> the rest) it beats MNTP + SimCSE with the same instruction (measured nDCG@10
-    0.9165 vs 0.8607). On Lee's similarity ratings it gave some ground (0.5655 vs 0.5885;
-    benchmarks/README.md): only a floor far above an untrained model (~0.04) is asserted."""
+    0.9319 vs 0.8607), and it keeps Lee's document similarity above the unsupervised stages'
+    0.5885 (measured 0.6060; the retrieval-only run alone fell to 0.5655: benchmarks/README.md,
+    "A soup of two runs")."""
     from llm2vec_rag import LLM2Vec
     from llm2vec_rag.default_model import QUERY_INSTRUCTION
     from llm2vec_rag.training import lee_spearman
@@ -77,7 +87,7 @@ def test_default_model_retrieves_better_than_the_unsupervised_stages(default_mod
     before = evaluate_beir(unsupervised, folder, instruction=QUERY_INSTRUCTION)
     assert trained["queries"] == 48
     assert trained["ndcg@10"] > before["ndcg@10"] + 0.03, (trained, before)
-    assert lee_spearman(default_model, DATA_DIR) > 0.55  # measured 0.5655
+    assert lee_spearman(default_model, DATA_DIR) >= 0.60  # measured 0.6060
 
 
 @pytest.mark.slow

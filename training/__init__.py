@@ -1,4 +1,5 @@
-"""llm2vec_rag.training: the LLM2Vec stages (MNTP, SimCSE, supervised) on the Trainer.
+"""llm2vec_rag.training: the LLM2Vec stages (MNTP, SimCSE, supervised) on the Trainer, and
+adapter soups (``soup_adapters``: supervised runs summed with weights into one adapter).
 
 ```python
 from llm2vec_rag.training import load_config, train_mntp, train_simcse
@@ -15,11 +16,12 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["MNTPConfig", "SimCSEConfig", "SupervisedConfig", "load_config", "train_mntp",
-           "train_simcse", "train_supervised", "lee_spearman"]
+           "train_simcse", "train_supervised", "soup_adapters", "lee_spearman"]
 
 _LAZY = {"MNTPConfig": ".config", "SimCSEConfig": ".config", "SupervisedConfig": ".config",
          "load_config": ".config", "train_mntp": ".mntp", "train_simcse": ".simcse",
-         "train_supervised": ".supervised", "lee_spearman": ".evaluate"}
+         "train_supervised": ".supervised", "soup_adapters": ".soup",
+         "lee_spearman": ".evaluate"}
 
 
 def __getattr__(name: str):

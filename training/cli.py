@@ -1,4 +1,4 @@
-"""``llm2vec-rag train {mntp,simcse,supervised,pairs}`` and ``llm2vec-rag eval``.
+"""``llm2vec-rag train {mntp,simcse,supervised,pairs,soup}`` and ``llm2vec-rag eval``.
 
 Imports torch/transformers only when a command runs, so ``llm2vec-rag --help`` stays fast.
 """
@@ -105,9 +105,26 @@ def _eval_beir(args: argparse.Namespace, encoder) -> int:
     return 0
 
 
+def cmd_soup(args: argparse.Namespace) -> int:
+    """Sum adapters trained from the same model into one adapter, each weight change times its
+    weight (a model soup: e.g. two supervised runs, one better at retrieval and one at
+    document similarity). The model flags name the model they were trained on (--model and
+    its --adapter chain, e.g. the MNTP and SimCSE adapters); the soup is applied after that
+    chain, as its ingredients were."""
+    from llm2vec_rag.cli import load_encoder
+
+    from .soup import check_ingredients, soup_adapters
+
+    check_ingredients(args.adapters, args.weights)  # before the model loads
+    model = load_encoder(args).model
+    out = soup_adapters(model, args.adapters, args.weights, args.output, args.adapter_dtype)
+    print(f"soup adapter written to {out}", file=sys.stderr)
+    return 0
+
+
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     """Register ``train`` (one subcommand per stage) and ``eval`` on the main parser."""
-    from .config import PRESET_DIR  # no heavy imports: config.py needs only yaml
+    from .config import ADAPTER_DTYPES, PRESET_DIR  # no heavy imports: config.py needs yaml
 
     train = subparsers.add_parser("train", help="train an LLM2Vec stage (LoRA adapter)",
                                   description=cmd_train.__doc__)
@@ -121,6 +138,17 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                        help="override config keys, e.g. model=smol.gguf max_steps=10")
         p.set_defaults(func=cmd_train)
     _add_pairs_command(stages, model_flags)
+    p = stages.add_parser("soup", parents=[model_flags], help="sum adapters trained from the "
+                          "same model into one, with weights (a model soup)",
+                          description=cmd_soup.__doc__)
+    p.add_argument("adapters", nargs="+", metavar="ADAPTER",
+                   help="adapter folders (or hub ids), all trained on the model flags' model")
+    p.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
+                   help="one weight per adapter (default: 1/n each)")
+    p.add_argument("-o", "--output", required=True, help="folder for the soup adapter")
+    p.add_argument("--adapter-dtype", default="float32", choices=ADAPTER_DTYPES,
+                   help="dtype of the stored weights (float16: half the bytes)")
+    p.set_defaults(func=cmd_soup)
 
     p = subparsers.add_parser("eval", parents=[model_flags],
                               help="Lee similarity, BEIR retrieval or MTEB tasks",

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Lee similarity and the two held-out retrieval sets (the Debian Reference and the Bash
+# manual, never trained on; built here when missing) for SmolLM2-135M plus the adapters given,
+# with the model's query instruction: one JSON line each, labelled with SETTING, appended to
+# RESULTS and printed.
+#   RESULTS=out/x/results.jsonl SETTING=soup bash scripts/eval_model.sh --adapter A --adapter B
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:?RESULTS=file.jsonl} SETTING=${SETTING:?SETTING=label}
+QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-Given a web search query, retrieve relevant passages that answer the query}
+HELDOUT=(data/heldout/debian-reference data/heldout/bash-reference)
+CLI=.venv/bin/llm2vec-rag
+[ -f "${HELDOUT[0]}/corpus.jsonl" ] || .venv/bin/python benchmarks/build_heldout.py --out "${HELDOUT[0]}"
+[ -f "${HELDOUT[1]}/corpus.jsonl" ] || .venv/bin/python benchmarks/build_heldout.py \
+  --out "${HELDOUT[1]}" --source data/debian/usr/share/doc/bash/bashref.html
+GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
+mkdir -p "$(dirname "$RESULTS")"
+$CLI eval --model "$GGUF" "$@" --device cpu --batch-size 16 \
+  | sed "s/^{/{\"setting\": \"$SETTING\", /" | tee -a "$RESULTS"
+for heldout in "${HELDOUT[@]}"; do
+  $CLI eval --beir "$heldout" --instruction "$QUERY_INSTRUCTION" --model "$GGUF" "$@" \
+    --device cpu --batch-size 16 | sed "s/^{/{\"setting\": \"$SETTING\", /" | tee -a "$RESULTS"
+done

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One command for the bundled supervised adapter: two supervised runs from the same MNTP +
+# SimCSE model (scripts/train_supervised_model.sh), summed into one adapter (a model soup,
+# `llm2vec-rag train soup`: 1 x the first run + 0.7 x the second), then Lee and the two held-out
+# retrieval sets (scripts/eval_model.sh).
+#   run-200: the 2026-12-04 recipe: pairs judged by MNTP + SimCSE (MINER=bundled), no symmetric
+#     pairs, 200 steps: Lee 0.5995, retrieval 0.445 / 0.249 (67 min of training in bf16)
+#   run-360: the 2026-12-06 recipe: pairs judged by all-MiniLM-L6-v2, symmetric pairs in, 360
+#     steps: retrieval 0.626 / 0.506 but Lee 0.5655 (112 min)
+#   soup: Lee 0.606, retrieval 0.623 / 0.490 (benchmarks/README.md, "A soup of two runs")
+#
+#   BUNDLE_TO=llm2vec_rag/models/smollm2-135m-llm2vec/supervised \
+#     bash scripts/train_supervised_soup.sh bf16=true     # ~3 h on 2 CPU cores
+#
+# Re-running resumes each run from its last checkpoint, and skips mining when the pairs exist.
+# Environment (defaults): OUT=out/supervised-soup   WEIGHTS="1 0.7"   BUNDLE_TO (unset)
+# Extra arguments: key=value overrides for both runs' supervised stage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/supervised-soup}
+read -r -a WEIGHTS <<< "${WEIGHTS:-1 0.7}"
+RUN1=$OUT/run-200 RUN2=$OUT/run-360
+OUT=$RUN1 PAIRS=$RUN1/pairs.jsonl MINER=bundled MINE_ARGS=--dtype=bfloat16 SYMMETRIC_PAIRS=0 \
+  MAX_STEPS=200 SKIP_EVAL=1 bash scripts/train_supervised_model.sh "$@"
+OUT=$RUN2 PAIRS=$RUN2/pairs.jsonl MINER=minilm SYMMETRIC_PAIRS=1 MAX_STEPS=360 SKIP_EVAL=1 \
+  SKIP_BOOTSTRAP=1 bash scripts/train_supervised_model.sh "$@"
+GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
+read -r MNTP SIMCSE < <(.venv/bin/python -c \
+  "from llm2vec_rag.default_model import UNSUPERVISED_ADAPTERS as A; print(*A)")
+.venv/bin/llm2vec-rag train soup --model "$GGUF" --adapter "$MNTP" --adapter "$SIMCSE" \
+  --device cpu "$RUN1/supervised" "$RUN2/supervised" --weights "${WEIGHTS[@]}" \
+  -o "$OUT/soup" --adapter-dtype float16
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+RESULTS=$RESULTS SETTING=soup bash scripts/eval_model.sh --adapter "$MNTP" --adapter "$SIMCSE" \
+  --adapter "$OUT/soup"
+if [ -n "${BUNDLE_TO:-}" ]; then  # the shipped form: the base named by file name, no PEFT card
+  mkdir -p "$BUNDLE_TO"
+  cp "$OUT"/soup/{adapter_config.json,adapter_model.safetensors,llm2vec_config.json,soup.json} \
+    "$BUNDLE_TO"
+  .venv/bin/python - "$BUNDLE_TO/adapter_config.json" <<'PY'
+import json, os, sys
+with open(sys.argv[1], encoding="utf-8") as f:
+    config = json.load(f)
+config["base_model_name_or_path"] = os.path.basename(config["base_model_name_or_path"])
+with open(sys.argv[1], "w", encoding="utf-8") as f:
+    json.dump(config, f, indent=2)
+PY
+  echo "bundled: $BUNDLE_TO"
+fi
