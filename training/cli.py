@@ -124,7 +124,7 @@ def cmd_soup(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     """Register ``train`` (one subcommand per stage) and ``eval`` on the main parser."""
-    from .config import ADAPTER_DTYPES, PRESET_DIR  # no heavy imports: config.py needs yaml
+    from .config import PRESET_DIR  # no heavy imports: config.py needs only yaml
 
     train = subparsers.add_parser("train", help="train an LLM2Vec stage (LoRA adapter)",
                                   description=cmd_train.__doc__)
@@ -138,17 +138,7 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                        help="override config keys, e.g. model=smol.gguf max_steps=10")
         p.set_defaults(func=cmd_train)
     _add_pairs_command(stages, model_flags)
-    p = stages.add_parser("soup", parents=[model_flags], help="sum adapters trained from the "
-                          "same model into one, with weights (a model soup)",
-                          description=cmd_soup.__doc__)
-    p.add_argument("adapters", nargs="+", metavar="ADAPTER",
-                   help="adapter folders (or hub ids), all trained on the model flags' model")
-    p.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
-                   help="one weight per adapter (default: 1/n each)")
-    p.add_argument("-o", "--output", required=True, help="folder for the soup adapter")
-    p.add_argument("--adapter-dtype", default="float32", choices=ADAPTER_DTYPES,
-                   help="dtype of the stored weights (float16: half the bytes)")
-    p.set_defaults(func=cmd_soup)
+    _add_soup_command(stages)
 
     p = subparsers.add_parser("eval", parents=[model_flags],
                               help="Lee similarity, BEIR retrieval or MTEB tasks",
@@ -215,3 +205,23 @@ def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="texts per encode batch when mining hard negatives")
     p.set_defaults(func=cmd_pairs)
+
+
+def _add_soup_command(stages) -> None:
+    from llm2vec_rag.cli import model_flags as shared_flags
+
+    from .config import ADAPTER_DTYPES
+
+    # the soup needs a PyTorch model to add adapters to, loaded once: no --onnx, no --cache
+    p = stages.add_parser("soup", parents=[shared_flags(onnx=False, cache=False)],
+                          help="sum adapters trained from the same model into one, with "
+                               "weights (a model soup)",
+                          description=cmd_soup.__doc__)
+    p.add_argument("adapters", nargs="+", metavar="ADAPTER",
+                   help="adapter folders (or hub ids), all trained on the model flags' model")
+    p.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
+                   help="one weight per adapter (default: 1/n each)")
+    p.add_argument("-o", "--output", required=True, help="folder for the soup adapter")
+    p.add_argument("--adapter-dtype", default="float32", choices=ADAPTER_DTYPES,
+                   help="dtype of the stored weights (float16: half the bytes)")
+    p.set_defaults(func=cmd_soup)
