@@ -18,11 +18,9 @@ from common import DATA, smollm2_gguf  # noqa: E402
 
 
 def score(vectors: np.ndarray, ratings: np.ndarray) -> float:
-    from scipy.stats import spearmanr
+    from llm2vec_rag.training.evaluate import pairs_spearman
 
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    upper = np.triu_indices(len(unit), k=1)
-    return float(spearmanr((unit @ unit.T)[upper], ratings[upper]).statistic)
+    return pairs_spearman(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), ratings)
 
 
 def main() -> None:

@@ -52,10 +52,16 @@ def lee_spearman(encoder, data_dir: str | None = None, batch_size: int = 8) -> f
     ``encoder`` is anything with ``encode(texts, batch_size=, normalize=)`` (LLM2Vec, the ONNX
     Runtime encoder). Documents are encoded without an instruction.
     """
-    from scipy.stats import spearmanr  # the train extra's dependency
-
     docs, ratings = read_lee(data_dir)
     vectors = encoder.encode(docs, batch_size=batch_size, normalize=True)  # [50, D]
-    cosine = vectors @ vectors.T  # [50, 50]
-    upper = np.triu_indices(len(docs), k=1)  # 1,225 pairs
+    return pairs_spearman(vectors, ratings)
+
+
+def pairs_spearman(vectors: np.ndarray, ratings: np.ndarray) -> float:
+    """Spearman of the cosine similarities of unit ``vectors`` [n, D] vs ``ratings`` [n, n],
+    over the n(n-1)/2 pairs of the upper triangle (for Lee's 50 documents: 1,225)."""
+    from scipy.stats import spearmanr  # the train extra's dependency
+
+    cosine = vectors @ vectors.T  # [n, n]
+    upper = np.triu_indices(len(vectors), k=1)
     return float(spearmanr(cosine[upper], ratings[upper]).statistic)
