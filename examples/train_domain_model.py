@@ -57,6 +57,17 @@ def prepare_corpus(data_dir: str, out_path: str) -> str:
     return out_path
 
 
+def name_base_by_file(adapter_dir: str, base: str) -> None:
+    """The adapter's recorded base model by file name, not this machine's path (what the
+    bundled adapters record, and what tests/test_default_model.py checks)."""
+    path = os.path.join(adapter_dir, "adapter_config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    config["base_model_name_or_path"] = os.path.basename(base)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+
+
 def bundle(stage_dir: str, dest: str, base: str) -> str:
     """The shipped form of a stage's adapter: float16 weights (half the bytes), the base named
     by file name instead of this machine's path, the settings and loss curve beside it."""
@@ -67,12 +78,7 @@ def bundle(stage_dir: str, dest: str, base: str) -> str:
     for name in BUNDLE_FILES:
         shutil.copy2(os.path.join(stage_dir, name), dest)
     cast_adapter(dest, "float16")
-    path = os.path.join(dest, "adapter_config.json")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    config["base_model_name_or_path"] = os.path.basename(base)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+    name_base_by_file(dest, base)
     path = os.path.join(dest, "training_config.yaml")
     with open(path, encoding="utf-8") as f:
         settings = yaml.safe_load(f)

@@ -38,13 +38,11 @@ if [ -n "${BUNDLE_TO:-}" ]; then  # the shipped form: the base named by file nam
   mkdir -p "$BUNDLE_TO"
   cp "$OUT"/soup/{adapter_config.json,adapter_model.safetensors,llm2vec_config.json,soup.json} \
     "$BUNDLE_TO"
-  .venv/bin/python - "$BUNDLE_TO/adapter_config.json" <<'PY'
-import json, os, sys
-with open(sys.argv[1], encoding="utf-8") as f:
-    config = json.load(f)
-config["base_model_name_or_path"] = os.path.basename(config["base_model_name_or_path"])
-with open(sys.argv[1], "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=2)
+  .venv/bin/python - "$BUNDLE_TO" "$GGUF" <<'PY'
+import sys
+sys.path.insert(0, "examples")
+from train_domain_model import name_base_by_file
+name_base_by_file(*sys.argv[1:])
 PY
   echo "bundled: $BUNDLE_TO"
 fi
