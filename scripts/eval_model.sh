@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:?RESULTS=file.jsonl} SETTING=${SETTING:?SETTING=label}
-QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-Given a web search query, retrieve relevant passages that answer the query}
+QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-$(.venv/bin/python -c \
+  "from llm2vec_rag.default_model import QUERY_INSTRUCTION as Q; print(Q)")}
 HELDOUT=(data/heldout/debian-reference data/heldout/bash-reference)
 CLI=.venv/bin/llm2vec-rag
 [ -f "${HELDOUT[0]}/corpus.jsonl" ] || .venv/bin/python benchmarks/build_heldout.py --out "${HELDOUT[0]}"

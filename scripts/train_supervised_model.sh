@@ -36,9 +36,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/supervised-model}
 PAIRS=${PAIRS:-data/pairs/pairs.jsonl}
-QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-Given a web search query, retrieve relevant passages that answer the query}
 CLI=.venv/bin/llm2vec-rag
 [ "${SKIP_BOOTSTRAP:-0}" = 1 ] || bash scripts/bootstrap.sh
+QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-$(.venv/bin/python -c \
+  "from llm2vec_rag.default_model import QUERY_INSTRUCTION as Q; print(Q)")}
+export QUERY_INSTRUCTION  # the evaluation (scripts/eval_model.sh) uses the one trained with
 bash scripts/fetch_pairs_data.sh >/dev/null
 # shellcheck disable=SC2086  # MINE_ARGS: several arguments
 [ -f "$PAIRS" ] || OUT="$PAIRS" MAX_PER_DATASET=${MAX_PER_DATASET:-2000} \
