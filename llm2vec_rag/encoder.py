@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .config import EncoderConfig
 from .preprocess import (
     Batch,
+    Encoded,
     Preprocessor,
     check_batching,
     check_count,
@@ -178,6 +179,28 @@ class BaseEncoder:
         with self._lock:
             return self.preprocessor.count(texts, instruction)
 
+    def tokenize(self, texts: str | list[str],
+                 instruction: str | list[str] | None = None) -> list[Encoded]:
+        """Token ids and text spans exactly as ``encode`` builds them (truncated to
+        ``config.max_length``; ``Encoded.tokens`` is the length before the cut), for callers
+        that inspect inputs before encoding them, such as the server's batcher: hand the rows
+        to ``encode_tokenized`` so nothing is tokenized twice."""
+        texts, instruction = check_inputs(texts, instruction)
+        with self._lock:
+            return self.preprocessor.encode(texts, instruction)
+
+    def encode_tokenized(self, encoded: list[Encoded], batch_size: int = 32,
+                         max_batch_tokens: int | None = None) -> np.ndarray:
+        """Float32 ``(n, dim)`` vectors for rows from ``tokenize``, in their order: the same
+        batching and forward pass as ``encode`` (no truncation warning: the caller saw
+        ``Encoded.truncated``)."""
+        batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
+        out = np.zeros((len(encoded), self.dim), dtype=np.float32)
+        if encoded:
+            with self._lock:
+                self._forward_encoded(out, encoded, batch_size, False, max_batch_tokens)
+        return out
+
     def _encode_into(self, out: np.ndarray, texts: list[str], instruction: str | list[str],
                      batch_size: int, show_progress: bool | None,
                      max_batch_tokens: int | None) -> None:
@@ -187,11 +210,15 @@ class BaseEncoder:
             warnings.warn(
                 f"{truncated} of {len(texts)} texts exceed max_length="
                 f"{self.config.max_length} tokens and were truncated.", stacklevel=3)
+        self._forward_encoded(out, encoded, batch_size, show_progress, max_batch_tokens)
+
+    def _forward_encoded(self, out: np.ndarray, encoded: list[Encoded], batch_size: int,
+                         show_progress: bool | None, max_batch_tokens: int | None) -> None:
         if show_progress is None:
-            show_progress = len(texts) >= PROGRESS_MIN_TEXTS
+            show_progress = len(encoded) >= PROGRESS_MIN_TEXTS
         if max_batch_tokens is None:
             max_batch_tokens = self.max_batch_tokens
-        with tqdm(total=len(texts), disable=not show_progress, desc="encode",
+        with tqdm(total=len(encoded), disable=not show_progress, desc="encode",
                   unit="text") as bar:
             for batch in self.preprocessor.batches(encoded, batch_size, max_batch_tokens):
                 out[batch.index] = self._forward_batch(batch)

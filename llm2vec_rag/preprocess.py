@@ -33,6 +33,7 @@ class Encoded:
     embed_start: int  # the text's tokens are ids[embed_start:embed_end]
     embed_end: int
     truncated: bool
+    tokens: int = 0  # tokens before truncation (special tokens and instruction included)
 
 
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
@@ -221,6 +222,7 @@ class Preprocessor:
                 f"The instruction takes {len(body) - n_text} tokens, leaving no room for text "
                 f"within max_length={self.max_length}: shorten it or raise max_length."
             )
+        tokens = len(ids) + int(self.append_eos)
         truncated = len(body) > budget
         if truncated:  # the text sits at the end of the body, so the cut only removes text
             n_text -= len(body) - budget
@@ -231,7 +233,7 @@ class Preprocessor:
             out = [self.eos_id if self.eos_id is not None else self.pad_id]
         if start == end:  # empty text: documented fallback, pool over every real token
             start, end = 0, len(out)
-        return Encoded(out, start, end, truncated)
+        return Encoded(out, start, end, truncated, max(1, tokens))
 
     def batches(self, encoded: list[Encoded], batch_size: int,
                 max_batch_tokens: int | None = None) -> Iterator[Batch]:
