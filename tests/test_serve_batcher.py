@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
-from llm2vec_rag import Encoder
-from llm2vec_rag.batcher import Batcher, BatchStats, Closed, InputTooLong, Overloaded
+from llm2vec_rag import Encoder, LLM2Vec
+from llm2vec_rag.batcher import (
+    MAX_CRASHES,
+    Batcher,
+    BatchStats,
+    Closed,
+    InputTooLong,
+    Overloaded,
+    WorkerCrashed,
+)
 
 TEXTS = ["the quick brown fox", "a contrastive loss pulls positive pairs together",
          "Qdrant stores vectors", "", "weather in Montreal is cold in winter and warm in summer",
@@ -129,3 +138,90 @@ def test_batcher_rejects_bad_settings(tiny_encoder):
     for kwargs in ({"max_batch_tokens": 0}, {"max_queue": 0}, {"max_wait_ms": -1}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             Batcher(tiny_encoder, start=False, **kwargs)
+
+
+class RecordingEncoder(LLM2Vec):
+    """The real tiny encoder, recording what the batcher asks of it; ``crash`` makes the next
+    encode call raise a ``BaseException`` (an error outside any one request's handling)."""
+
+    def __init__(self, other: LLM2Vec) -> None:
+        super().__init__(other.model, other.tokenizer, other.config)
+        self.tokenized: list[str] = []
+        self.crash = 0
+
+    def tokenize(self, texts, instruction=None):
+        self.tokenized += list(texts)
+        return super().tokenize(texts, instruction)
+
+    def encode(self, *args, **kwargs):
+        raise AssertionError("the batcher must encode the rows it tokenized, not texts")
+
+    def encode_tokenized(self, encoded, batch_size=32, max_batch_tokens=None):
+        if self.crash:
+            self.crash -= 1
+            raise KeyboardInterrupt("simulated worker crash")
+        return super().encode_tokenized(encoded, batch_size, max_batch_tokens)
+
+
+def test_two_requests_over_the_budget_both_answer_and_later_ones_too(tiny_encoder):
+    """Issue 31 (7): the second request, carried into the next batch, used to be admitted a
+    second time (``Future in unexpected state``) and the worker died; every later request hung."""
+    per_request = sum(tiny_encoder.count_tokens(TEXTS[:2]))
+    batcher = Batcher(tiny_encoder, max_batch_tokens=per_request + 1, max_wait_ms=0,
+                      start=False)
+    first, second = batcher.submit(TEXTS[:2]), batcher.submit(TEXTS[:2])
+    batcher.start()
+    expected = tiny_encoder.encode(TEXTS[:2])
+    for f in (first, second):
+        np.testing.assert_allclose(f.result(timeout=30).vectors, expected, atol=1e-5)
+    later = batcher.submit(TEXTS[4:])
+    np.testing.assert_allclose(later.result(timeout=30).vectors,
+                               tiny_encoder.encode(TEXTS[4:]), atol=1e-5)
+    assert batcher.healthy and batcher.batches == 3 and batcher.crashes == 0
+    batcher.close()
+
+
+def test_each_request_is_tokenized_once_and_its_rows_encoded(tiny_encoder):
+    encoder = RecordingEncoder(tiny_encoder)
+    batcher = Batcher(encoder, max_wait_ms=0, start=False)
+    futures = [batcher.submit(texts, ins) for texts, ins in requests()]
+    batcher.start()
+    results = [f.result(timeout=60) for f in futures]
+    batcher.close()
+    assert encoder.tokenized == [t for texts, _ in requests() for t in texts]
+    for (texts, ins), result in zip(requests(), results):
+        np.testing.assert_allclose(result.vectors, tiny_encoder.encode(texts, instruction=ins),
+                                   atol=1e-5)
+        assert result.tokens == tiny_encoder.count_tokens(texts, ins)
+
+
+def test_a_worker_crash_fails_its_requests_and_the_worker_restarts(tiny_encoder):
+    encoder = RecordingEncoder(tiny_encoder)
+    encoder.crash = 1
+    batcher = Batcher(encoder, max_wait_ms=0, start=False)
+    held = [batcher.submit([t]) for t in TEXTS[:2]]
+    batcher.start()
+    for f in held:
+        with pytest.raises(WorkerCrashed, match="KeyboardInterrupt.*retry"):
+            f.result(timeout=30)
+    after = batcher.submit([TEXTS[2]])  # the restarted worker answers
+    np.testing.assert_allclose(after.result(timeout=30).vectors,
+                               tiny_encoder.encode([TEXTS[2]]), atol=1e-5)
+    assert batcher.healthy and batcher.crashes == 1
+    batcher.close()
+
+
+def test_a_worker_that_keeps_crashing_gives_up_and_turns_unhealthy(tiny_encoder):
+    encoder = RecordingEncoder(tiny_encoder)
+    encoder.crash = MAX_CRASHES
+    batcher = Batcher(encoder, max_wait_ms=0, merge=False)
+    for _ in range(MAX_CRASHES):
+        with pytest.raises(WorkerCrashed):
+            batcher.submit([TEXTS[0]]).result(timeout=30)
+    deadline = time.monotonic() + 10
+    while batcher.healthy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not batcher.healthy and "crashes" in batcher.failed
+    with pytest.raises(WorkerCrashed, match="stopped"):
+        batcher.submit([TEXTS[0]])
+    batcher.close()

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
-from ..batcher import Batcher, Closed, InputTooLong, Overloaded, Result
+from ..batcher import Batcher, Closed, InputTooLong, Overloaded, Result, WorkerCrashed
 from ..protocol import Encoder
 from .errors import APIError, from_validation, install_handlers
 from .metrics import Metrics
@@ -119,6 +119,8 @@ def create_app(load: Callable[[], Encoder], settings: ServeSettings,
                            headers={"Retry-After": str(err.retry_after)}) from None
         except Closed as err:
             raise APIError(503, str(err), code="shutting_down") from None
+        except WorkerCrashed as err:
+            raise APIError(500, str(err), code="worker_crashed") from None
         except InputTooLong as err:
             raise APIError(413, f"{field}[{err.index}]: {err}", f"{field}[{err.index}]",
                            "input_too_long") from None
@@ -190,9 +192,13 @@ def create_app(load: Callable[[], Encoder], settings: ServeSettings,
 
     @app.get("/health")
     async def health() -> dict:
-        """200 once the model is loaded and warmed; 503 before (or if loading failed)."""
+        """200 once the model is loaded and warmed; 503 before, if loading failed, or once
+        the batcher's worker gave up."""
         if state.batcher is None:
             raise not_ready(state)
+        if not state.batcher.healthy:
+            raise APIError(503, f"the model worker stopped ({state.batcher.failed}): restart "
+                           f"the server", code="worker_failed")
         return {"status": "ok", "model": settings.model_name}
 
     @app.get("/metrics")
