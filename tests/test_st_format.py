@@ -13,6 +13,7 @@ import torch
 from llm2vec_rag import LLM2Vec
 
 st = pytest.importorskip("sentence_transformers")
+pytestmark = pytest.mark.compat
 
 TEXTS = ["The quick brown fox jumps over the lazy dog near the river bank.",
          "Qdrant stores vectors and payloads", "hello", "a b c d e f g h i j k l m n o p"]
@@ -42,10 +43,15 @@ def test_files_and_bidirectional_config(tmp_path, tiny_model_dir):
                  "config_sentence_transformers.json", "1_Pooling/config.json"):
         assert os.path.isfile(os.path.join(folder, name)), name
     with open(os.path.join(folder, "config.json")) as f:
-        assert json.load(f)["is_causal"] is False
+        saved_config = json.load(f)
+    # transformers reads is_causal; TEI reads use_bidirectional_attention (Llama, Mistral, ...)
+    assert saved_config["is_causal"] is False
+    assert saved_config["use_bidirectional_attention"] is True
     model = load_st(folder)
     assert model.prompts["query"] == INSTRUCTION + " " and model.similarity_fn_name == "cosine"
-    assert model.max_seq_length == 512 and model[1].include_prompt is False
+    assert model.max_seq_length == 512
+    poolings = [m for m in model.modules() if type(m).__name__ == "Pooling"]
+    assert poolings and all(p.include_prompt is False for p in poolings)
     backbone = model[0].model
     assert backbone.config.is_causal is False
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -60,32 +66,61 @@ def test_mean_matches_without_bos(tmp_path, tiny_model_dir):
     """Qwen2-style tokenizer (no BOS): identical with and without a prompt."""
     encoder, folder = saved(tmp_path, tiny_model_dir("qwen2"))
     model = load_st(folder)
-    np.testing.assert_allclose(model.encode(TEXTS), encoder.encode(TEXTS), atol=1e-4)
+    np.testing.assert_allclose(model.encode(TEXTS), encoder.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(model.encode(TEXTS, prompt_name="query"),
-                               encoder.encode_queries(TEXTS), atol=1e-4)
+                               encoder.encode_queries(TEXTS), atol=1e-5)
     np.testing.assert_allclose(model.encode_query(TEXTS), encoder.encode_queries(TEXTS),
                                atol=1e-4)
     np.testing.assert_allclose(model.encode_document(TEXTS), encoder.encode_documents(TEXTS),
                                atol=1e-4)
 
 
-def test_mean_with_bos(tmp_path, tiny_model_dir):
-    """Llama-style tokenizer (adds BOS): with a prompt identical (BOS is inside the prompt's
-    length); without one sentence-transformers also averages BOS - exactly that, nothing else."""
-    encoder, folder = saved(tmp_path, tiny_model_dir("llama"))
+@pytest.mark.parametrize("arch,kind", [("llama", "whitespace"), ("llama", "bytelevel"),
+                                       ("mistral", "whitespace"), ("gemma", "whitespace")])
+def test_mean_with_bos(tmp_path, tiny_model_dir, arch, kind):
+    """Tokenizers that prepend BOS: documents (no prompt) and queries give LLM2Vec's vectors,
+    BOS not pooled in either (sentence-transformers alone would average BOS for documents)."""
+    encoder, folder = saved(tmp_path, tiny_model_dir(arch, kind))
+    assert encoder.tokenizer("hello")["input_ids"][0] == encoder.tokenizer.bos_token_id
     model = load_st(folder)
-    np.testing.assert_allclose(model.encode(TEXTS, prompt_name="query"),
-                               encoder.encode_queries(TEXTS), atol=1e-4)
-    ours = encoder.encode(TEXTS)
-    theirs = model.encode(TEXTS)
-    assert np.abs(ours - theirs).max() > 1e-2
-    with_bos = []
-    for text in TEXTS:
-        ids = encoder.tokenizer(text, return_tensors="pt")["input_ids"]
-        assert ids[0, 0] == encoder.tokenizer.bos_token_id
-        with torch.no_grad():
-            with_bos.append(encoder.model(input_ids=ids).last_hidden_state[0].mean(0).numpy())
-    np.testing.assert_allclose(theirs, np.stack(with_bos), atol=1e-4)
+    docs = encoder.encode_documents(TEXTS)
+    queries = encoder.encode_queries(TEXTS)
+    np.testing.assert_allclose(model.encode_document(TEXTS), docs, atol=1e-5)
+    np.testing.assert_allclose(model.encode(TEXTS), docs, atol=1e-5)
+    if kind == "bytelevel":  # prompts: the documented joining-space limit, not a BOS matter
+        return
+    np.testing.assert_allclose(model.encode_query(TEXTS), queries, atol=1e-5)
+    np.testing.assert_allclose(model.encode(TEXTS, prompt_name="query", task="query"), queries,
+                               atol=1e-5)
+    # A prompt without task="query" takes the default (document) route: same direction.
+    np.testing.assert_allclose(model.encode(TEXTS, prompt_name="query", normalize_embeddings=True),
+                               encoder.encode_queries(TEXTS, normalize=True), atol=1e-5)
+
+
+def test_bos_folder_loads_in_transformers_and_llm2vec(tmp_path, tiny_model_dir):
+    """The saved flags keep transformers and our loader (which proves bidirectionality)
+    working, with the same vectors."""
+    import transformers
+
+    encoder, folder = saved(tmp_path, tiny_model_dir("llama"))
+    backbone = transformers.AutoModel.from_pretrained(folder)
+    assert backbone.config.is_causal is False
+    assert backbone.config.use_bidirectional_attention is True
+    again = LLM2Vec.from_pretrained(folder)  # raises if the probe finds it causal
+    np.testing.assert_allclose(again.encode_documents(TEXTS), encoder.encode_documents(TEXTS),
+                               atol=1e-5)
+    np.testing.assert_allclose(again.encode_queries(TEXTS), encoder.encode_queries(TEXTS),
+                               atol=1e-5)
+
+
+def test_resaving_without_bos_route_drops_it(tmp_path, tiny_model_dir):
+    """Saving a last-pooling model over a mean-pooling folder leaves no stale router behind."""
+    _, folder = saved(tmp_path, tiny_model_dir("llama"))
+    assert os.path.isdir(os.path.join(folder, "1_Router"))
+    encoder = LLM2Vec.from_pretrained(folder, pooling="last")
+    encoder.save_pretrained(folder)
+    assert not os.path.isdir(os.path.join(folder, "1_Router"))
+    np.testing.assert_allclose(load_st(folder).encode(TEXTS), encoder.encode(TEXTS), atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["last", "bos"])
