@@ -79,6 +79,8 @@ class EncoderConfig:
     ``encode_queries`` / ``encode_documents``: LLM2Vec models are trained with an
     instruction on the query side only. ``prompts`` holds further named instructions
     (``encode(..., prompt_name=...)``); the names "query" and "document" are the two above.
+    ``matryoshka_dims``: the output sizes the model was trained to be cut to (largest first;
+    None: not trained for truncation), so ``encode(..., truncate_dim=d)`` can warn.
 
     Every assignment is checked, so ``model.config.pooling = "eos"`` after loading is
     validated at once, and encoders read the config at each call (it takes effect).
@@ -89,6 +91,7 @@ class EncoderConfig:
     query_instruction: str | None = None
     document_instruction: str | None = None
     prompts: dict[str, str] = field(default_factory=dict)
+    matryoshka_dims: list[int] | None = None
 
     def __setattr__(self, name: str, value) -> None:
         if name == "pooling":
@@ -101,6 +104,12 @@ class EncoderConfig:
                 raise TypeError(f"{name} must be a string or None, got {type(value).__name__}")
         elif name == "prompts":
             value = check_prompts(value)
+        elif name == "matryoshka_dims" and value is not None:
+            if not isinstance(value, (list, tuple)) or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value):
+                raise ValueError(f"matryoshka_dims must be a list of integers >= 1 or None, "
+                                 f"got {value!r}")
+            value = sorted(set(value), reverse=True) or None
         object.__setattr__(self, name, value)
 
     def prompt(self, name: str) -> str:

@@ -26,7 +26,7 @@ from .preprocess import (
     check_inputs,
     check_instruction,
 )
-from .quantize import check_output_options, finish
+from .quantize import check_output_options, finish, truncation_warning
 from .similarity import similarity, similarity_pairwise
 from .spec import EncoderSpec
 
@@ -131,6 +131,7 @@ class BaseEncoder:
         texts, instruction = check_inputs(texts, instruction)
         batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
         check_output_options(precision, truncate_dim, self.dim)
+        self._warn_truncation(truncate_dim)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if pool is not None and getattr(pool, "settings", None) not in (None, self._settings()):
             raise ValueError(
@@ -145,6 +146,16 @@ class BaseEncoder:
                 self._encode_into(out, texts, instruction, batch_size, show_progress,
                                   max_batch_tokens)
         return finish(out, normalize, truncate_dim, precision, ranges)
+
+    def _warn_truncation(self, truncate_dim: int | None) -> None:
+        """Warn once per encoder and message when ``truncate_dim`` is below what it was
+        trained for (``config.matryoshka_dims``)."""
+        message = truncation_warning(truncate_dim, self.dim,
+                                     getattr(self.config, "matryoshka_dims", None))
+        warned = self.__dict__.setdefault("_truncation_warned", set())
+        if message and message not in warned:
+            warned.add(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     def _resolve_prompt(self, instruction, prompt_name: str | None, prompt: str | None):
         given = [n for n, v in (("instruction", instruction), ("prompt_name", prompt_name),

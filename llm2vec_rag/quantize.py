@@ -31,6 +31,24 @@ def check_output_options(precision: str, truncate_dim: int | None, dim: int) -> 
                          f"dimension), got {truncate_dim!r}")
 
 
+def truncation_warning(truncate_dim: int | None, dim: int,
+                       trained_dims: list[int] | None) -> str | None:
+    """Why ``truncate_dim`` may cost quality on this model (None when it is fine): a model
+    not trained for truncation keeps no order of importance in its dimensions."""
+    if truncate_dim is None or truncate_dim >= dim:
+        return None
+    if not trained_dims:
+        return (f"truncate_dim={truncate_dim}: this model was not trained for truncation "
+                f"(its llm2vec_config.json records no matryoshka_dims), so its first "
+                f"{truncate_dim} of {dim} dimensions are not its most informative; measure "
+                f"retrieval at this size, or train with matryoshka_dims")
+    if truncate_dim < min(trained_dims):
+        return (f"truncate_dim={truncate_dim} is below the smallest dimension this model was "
+                f"trained for (matryoshka_dims={trained_dims}); expect a larger loss than at "
+                f"{min(trained_dims)}")
+    return None
+
+
 def calibration_ranges(embeddings: np.ndarray) -> np.ndarray:
     """``(2, dim)``: each dimension's min and max over a representative sample."""
     embeddings = np.asarray(embeddings, dtype=np.float32)

@@ -142,10 +142,13 @@ class SimCSEConfig(TrainConfig):
     dropout: float = 0.3
     split_sentences: bool = True
     min_words: int = 3
+    matryoshka_dims: list[int] = field(default_factory=list)
+    matryoshka_weights: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _temperature(self)
+        _matryoshka(self)
         _fraction(self, "dropout")
         if self.batch_size < 2:
             raise ValueError("batch_size: in-batch negatives need at least 2 texts per batch")
@@ -165,10 +168,13 @@ class SupervisedConfig(TrainConfig):
     query_instruction: str | None = None
     gather_across_processes: bool = True
     grad_cache_chunk_size: int | None = None
+    matryoshka_dims: list[int] = field(default_factory=list)
+    matryoshka_weights: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _temperature(self)
+        _matryoshka(self)
         if self.num_negatives < 0:
             raise ValueError(f"num_negatives: must be >= 0, got {self.num_negatives}")
         if self.grad_cache_chunk_size is not None:
@@ -317,3 +323,33 @@ def _fraction(cfg: TrainConfig, name: str, low_open: bool = False) -> None:
 def _temperature(cfg: TrainConfig) -> None:
     if cfg.temperature <= 0:
         raise ValueError(f"temperature: must be > 0 (scale = 1/temperature), got {cfg.temperature}")
+
+
+def _matryoshka(cfg: TrainConfig) -> None:
+    """``matryoshka_dims``: distinct positive ints, kept largest first (a single int is a list
+    of one); ``matryoshka_weights``: one positive number per dim, default all 1."""
+    dims, weights = cfg.matryoshka_dims, cfg.matryoshka_weights
+    dims = [dims] if isinstance(dims, int) and not isinstance(dims, bool) else dims
+    weights = [weights] if isinstance(weights, (int, float)) and not isinstance(weights, bool) \
+        else weights
+    if not isinstance(dims, (list, tuple)):
+        raise ValueError(f"matryoshka_dims: expected a list of integers, got {dims!r}")
+    for i, d in enumerate(dims):
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"matryoshka_dims[{i}]: expected an integer >= 1, got {d!r}")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"matryoshka_dims: each dimension once, got {list(dims)}")
+    if not isinstance(weights, (list, tuple)):
+        raise ValueError(f"matryoshka_weights: expected a list of numbers, got {weights!r}")
+    for i, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0:
+            raise ValueError(f"matryoshka_weights[{i}]: expected a number > 0, got {w!r}")
+    if weights and len(weights) != len(dims):
+        raise ValueError(f"matryoshka_weights: one weight per matryoshka_dims entry "
+                         f"({len(dims)}), got {len(weights)}; or leave it empty for all 1")
+    if weights and not dims:
+        raise ValueError("matryoshka_weights given without matryoshka_dims")
+    weights = [float(w) for w in weights] or [1.0] * len(dims)
+    order = sorted(range(len(dims)), key=lambda i: -dims[i])
+    cfg.matryoshka_dims = [dims[i] for i in order]
+    cfg.matryoshka_weights = [weights[i] for i in order] if dims else []

@@ -9,6 +9,15 @@
     gathers every process's embeddings (with gradients) first, so the negatives are the global
     batch; each process then computes the same global loss.
 
+``matryoshka``
+    Args: ``loss_on`` (a loss on embeddings, e.g. ``contrastive_loss``), ``dims`` (the
+    trained prefixes, e.g. ``[576, 256, 128, 64]``), ``weights`` (one per dim, default 1).
+    Requirements: every dim <= the embedding size; ``loss_on`` normalises its inputs (cosine
+    similarity), so a prefix is compared as a renormalised vector, as ``encode(...,
+    truncate_dim=d, normalize=True)`` returns it. Returns a loss on the same inputs: the
+    weighted sum of ``loss_on`` at each prefix (sentence-transformers' ``MatryoshkaLoss``).
+    It is a plain function of the embeddings, so GradCache's cached-gradient path works as is.
+
 ``mntp_loss``
     Args: ``hidden`` [B, T, D] from the bidirectional decoder, ``labels`` [B, T] with -100 except
     at masked positions, ``lm_head`` (the frozen output layer). The token at position i is
@@ -17,6 +26,8 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -61,6 +72,26 @@ def contrastive_loss(queries: torch.Tensor, positives: torch.Tensor,
     scores = F.normalize(queries.float(), dim=-1) @ F.normalize(docs.float(), dim=-1).T
     labels = torch.arange(queries.shape[0], device=queries.device)  # [B]
     return F.cross_entropy(scores * scale, labels)
+
+
+def matryoshka(loss_on: Callable[..., torch.Tensor], dims: list[int],
+               weights: list[float] | None = None) -> Callable[..., torch.Tensor]:
+    """``loss_on`` summed over the first ``d`` dimensions of every embedding, for d in ``dims``."""
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    if not dims or len(weights) != len(dims):
+        raise ValueError(f"matryoshka needs dims and one weight per dim, got dims={dims}, "
+                         f"weights={weights}")
+
+    def loss(*embeddings: torch.Tensor | None, **kwargs) -> torch.Tensor:
+        size = next(e for e in embeddings if e is not None).shape[-1]
+        if max(dims) > size:
+            raise ValueError(f"matryoshka_dims {dims} go beyond the embedding size {size}: "
+                             f"use dims <= {size}")
+        return sum(w * loss_on(*(None if e is None else e[..., :d] for e in embeddings),
+                               **kwargs)
+                   for d, w in zip(dims, weights))
+
+    return loss
 
 
 def mntp_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module,

@@ -7,6 +7,7 @@ tokens, never padding), so training pools exactly as ``LLM2Vec.encode`` does.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -18,7 +19,7 @@ from llm2vec_rag.preprocess import Preprocessor
 from .base import add_lora, load_base_encoder, set_attention_dropout, training_tokenizer
 from .config import SimCSEConfig, load_config
 from .data import load_texts, split_sentences
-from .losses import contrastive_loss
+from .losses import contrastive_loss, matryoshka
 from .trainer import resume_checkpoint, run_stage
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,14 @@ def train_simcse(config: SimCSEConfig | dict | str,
     set_attention_dropout(base, cfg.dropout)
     model = add_lora(base, cfg, dropout=cfg.dropout)
     scale = 1.0 / cfg.temperature
+    contrast = functools.partial(contrastive_loss, scale=scale)
+    if cfg.matryoshka_dims:  # the same loss on each truncated, renormalised prefix
+        contrast = matryoshka(contrast, cfg.matryoshka_dims, cfg.matryoshka_weights)
 
     def loss_fn(model, inputs):
         vectors = embed(model, inputs, cfg.pooling)  # [2B, D]
         first, second = vectors.chunk(2)  # [B, D] each: two dropout views of the same texts
-        return contrastive_loss(first, second, scale=scale)
+        return contrast(first, second)
 
     collator = DuplicatingCollator(tokenizer, cfg.max_length, cfg.pooling)
     return run_stage(cfg, model, texts, collator, loss_fn, callbacks=callbacks)

@@ -4,6 +4,7 @@ Queries carry their instruction (attended to, not pooled, exactly as ``encode_qu
 documents carry none. Loss: in-batch plus hard negatives, scale 1/temperature (50 in the
 paper), embeddings gathered across processes. Each global batch comes from one source
 dataset. ``grad_cache_chunk_size`` trades compute for memory without changing the gradient.
+``matryoshka_dims`` applies the same loss to each truncated, renormalised prefix too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .base import add_lora, load_base_encoder, training_tokenizer
 from .config import SupervisedConfig, load_config
 from .data import Example, load_examples
 from .gradcache import grad_cache_step
-from .losses import contrastive_loss
+from .losses import contrastive_loss, matryoshka
 from .simcse import embed, tensors
 from .trainer import resume_checkpoint, run_stage
 
@@ -106,10 +107,13 @@ def train_supervised(config: SupervisedConfig | dict | str,
     model = add_lora(load_base_encoder(cfg), cfg)
     scale = 1.0 / cfg.temperature
 
-    def loss_on(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def contrast(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         b = q.shape[0]  # d holds B positives, then the hard negatives
         return contrastive_loss(q, d[:b], d[b:], scale=scale,
                                 gather_across_processes=cfg.gather_across_processes)
+
+    loss_on = (matryoshka(contrast, cfg.matryoshka_dims, cfg.matryoshka_weights)
+               if cfg.matryoshka_dims else contrast)
 
     def loss_fn(model, inputs):
         return loss_on(embed(model, inputs, cfg.pooling, "q_"),

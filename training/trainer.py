@@ -228,7 +228,8 @@ def run_stage(cfg: TrainConfig, model, dataset: Dataset, collator: Callable, los
         cfg.save(cfg.output_dir)
         # training length != use length; a supervised run's instruction is the model's default
         EncoderConfig(pooling=cfg.pooling,
-                      query_instruction=getattr(cfg, "query_instruction", None)
+                      query_instruction=getattr(cfg, "query_instruction", None),
+                      matryoshka_dims=getattr(cfg, "matryoshka_dims", None) or None
                       ).save(cfg.output_dir)
         plot_loss(os.path.join(cfg.output_dir, LOG_CSV), os.path.join(cfg.output_dir, LOSS_PNG),
                   f"{cfg.stage} training loss")
