@@ -2,7 +2,7 @@
 
 Each submodule imports its framework itself, so installing one extra is enough:
 ``llm2vec_rag.integrations.langchain`` (``[langchain]``), ``.llamaindex`` (``[llamaindex]``),
-``.qdrant`` (``[qdrant]``).
+``.qdrant`` (``[qdrant]``), ``.sparse`` (BM25 for hybrid search, ``[sparse]``).
 """
 
 from __future__ import annotations

@@ -28,6 +28,11 @@ from llm2vec_rag.spec import load_encoder
 
 from ._encoder import check_encode_kwargs, check_encoder, check_text_list
 
+try:  # langchain-qdrant's interface for the sparse side of its QdrantVectorStore
+    from langchain_qdrant import SparseEmbeddings as _SparseEmbeddings
+except ImportError:  # without it, BM25SparseEmbeddings explains what to install
+    _SparseEmbeddings = object
+
 
 class LLM2VecEmbeddings(BaseModel, Embeddings):
     """LLM2Vec text embeddings for LangChain: by ``model_name`` or an already built ``encoder``."""
@@ -98,3 +103,35 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(self.embed_query, text))
+
+
+class BM25SparseEmbeddings(_SparseEmbeddings):
+    """BM25 sparse vectors for ``langchain_qdrant.QdrantVectorStore`` (``sparse_embedding=``,
+    ``retrieval_mode=RetrievalMode.HYBRID`` or ``SPARSE``): the same vectors our indexer
+    stores. The collection's sparse vector needs Qdrant's IDF modifier
+    (``sparse_vector_params()`` of ``llm2vec_rag.integrations.sparse``)."""
+
+    def __init__(self, encoder: Any = None, **bm25_kwargs: Any) -> None:
+        if _SparseEmbeddings is object:
+            raise ImportError("BM25SparseEmbeddings is langchain-qdrant's SparseEmbeddings: "
+                              "pip install langchain-qdrant")
+        from .sparse import BM25SparseEncoder
+
+        self.encoder = encoder if encoder is not None else BM25SparseEncoder(**bm25_kwargs)
+
+    def embed_documents(self, texts: list[str]) -> list[Any]:
+        """BM25 term weights of each text."""
+        return [_to_langchain(v) for v in self.encoder.encode_documents(
+            check_text_list(texts, "embed_documents"))]
+
+    def embed_query(self, text: str) -> Any:
+        """Weight 1 per distinct term (Qdrant applies IDF)."""
+        if not isinstance(text, str):
+            raise TypeError(f"embed_query expects a string, got {type(text).__name__}")
+        return _to_langchain(self.encoder.encode_queries([text])[0])
+
+
+def _to_langchain(vector: Any) -> Any:
+    from langchain_qdrant import SparseVector
+
+    return SparseVector(indices=list(vector.indices), values=list(vector.values))

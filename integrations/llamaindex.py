@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, BaseEmbedding
@@ -159,6 +160,29 @@ def _device(encoder: Any) -> str | None:
     return "cpu" if provider == "CPUExecutionProvider" else f"cuda:{encoder.device_id}"
 
 
+def bm25_sparse_functions(encoder: Any = None, **bm25_kwargs: Any
+                          ) -> tuple[Callable[[list[str]], tuple], Callable[[list[str]], tuple]]:
+    """``(sparse_doc_fn, sparse_query_fn)`` for LlamaIndex's ``QdrantVectorStore(
+    enable_hybrid=True, ...)``: BM25 weights for documents, term presence for queries (the
+    vectors our indexer stores). Each maps texts to ``(indices per text, values per text)``.
+    A collection LlamaIndex creates gets no IDF modifier: create it with our indexer
+    (``hybrid=True``) or pass ``sparse_config=sparse_vector_params()``."""
+    from .sparse import BM25SparseEncoder
+
+    bm25 = encoder if encoder is not None else BM25SparseEncoder(**bm25_kwargs)
+
+    def unpack(vectors: list[Any]) -> tuple[list[list[int]], list[list[float]]]:
+        return [list(v.indices) for v in vectors], [list(v.values) for v in vectors]
+
+    def doc_fn(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+        return unpack(bm25.encode_documents(texts))
+
+    def query_fn(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+        return unpack(bm25.encode_queries(texts))
+
+    return doc_fn, query_fn
+
+
 LLM2VecEmbedding = LLM2VecEmbeddings
 
-__all__ = ["LLM2VecEmbeddings", "LLM2VecEmbedding"]
+__all__ = ["LLM2VecEmbeddings", "LLM2VecEmbedding", "bm25_sparse_functions"]
