@@ -10,6 +10,27 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny import make_tiny_model  # noqa: E402
 
+# The files whose tests claim compatibility with an upstream package: marked `compat`, the
+# selection scripts/compat.sh runs against the newest and the declared minimum releases.
+COMPAT_FILES = {
+    "test_st_format.py",        # sentence-transformers, TEI layout, langchain-huggingface
+    "test_pinned_vectors.py",   # torch, transformers, tokenizers: the vectors themselves
+    "test_bidirectional.py",    # transformers' is_causal switch
+    "test_loading.py",          # transformers, peft, huggingface_hub
+    "test_langchain.py",        # langchain-core
+    "test_llamaindex.py",       # llama-index-core
+    "test_qdrant.py",           # qdrant-client
+    "test_qdrant_interop.py",   # qdrant-client with LangChain's and LlamaIndex's stores
+    "test_mteb.py",             # mteb
+    "test_ray.py",              # ray[data]
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in COMPAT_FILES:
+            item.add_marker(pytest.mark.compat)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
