@@ -2,7 +2,9 @@
 
 The exported module is ``EncoderModule``, the very module the PyTorch encoder runs, so
 pooling exists once: inputs ``input_ids``, ``attention_mask``, ``embed_mask`` ([batch,
-sequence] int64), output ``sentence_embedding`` ([batch, dim] float32). The model is loaded
+sequence] int64), outputs ``sentence_embedding`` ([batch, dim] float32) and
+``token_embeddings`` (the last hidden states, [batch, sequence, dim] float32, for token
+outputs and late chunking; ONNX Runtime computes only the outputs asked for). The model is loaded
 with ``config.is_causal = False``, so transformers builds a padding-only mask and the traced
 graph holds no causal branch; the validation proves it on the graph itself.
 
@@ -33,6 +35,7 @@ from .validate import (
     INPUT_NAMES,
     OUTPUT_NAME,
     TOKENIZER_TEXTS,
+    TOKENS_NAME,
     ExportValidationError,
     agreement,
     causal_mask_ops,
@@ -88,8 +91,10 @@ def export_onnx(
     final = quantize or variant
     min_cosine = MIN_COSINE[final] if min_cosine is None else min_cosine
 
+    from llm2vec_rag.model import EncoderModule
+
     encoder = load_for_export(model, adapters, **load_kwargs)
-    module = encoder.module.eval()
+    module = EncoderModule(encoder.model, encoder.config.pooling, with_tokens=True).eval()
     weights_dtype = str(next(module.parameters()).dtype).replace("torch.", "")
     if variant == "fp32" and weights_dtype != "float32":
         raise ValueError(f"The model is loaded in {weights_dtype}; the fp32 export needs "
@@ -106,6 +111,7 @@ def export_onnx(
         _torch_export(module, stage / MODEL_FILE, batches[0], external_data, opset)
         info = {"variant": variant, "pooling": encoder.config.pooling, "dim": encoder.dim,
                 "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
+                "outputs": [OUTPUT_NAME, TOKENS_NAME],
                 "vocab_size": int(encoder.model.get_input_embeddings().num_embeddings)}
         info["validation"] = {variant: _validate(stage / MODEL_FILE, variant, batches,
                                                  reference, encoder, tolerance,
@@ -149,7 +155,7 @@ def _torch_export(module, path: Path, example, external_data: bool | None,
         warnings.simplefilter("ignore")  # exporter chatter (axis names, deprecations)
         program = torch.onnx.export(
             module, args, dynamo=True, input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME], dynamic_shapes=dynamic, opset_version=opset,
+            output_names=[OUTPUT_NAME, TOKENS_NAME], dynamic_shapes=dynamic, opset_version=opset,
             optimize=True, verbose=False, report=False)
         program.save(str(path), external_data=external_data)
     chatty.setLevel(level)

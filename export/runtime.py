@@ -21,6 +21,7 @@ from llm2vec_rag.spec import EncoderSpec
 from .providers import open_session, provider_list, resolve_provider
 from .tensorrt import TensorRTProfile, read_tensorrt
 from .tokenizer import FastTokenizer
+from .validate import TOKENS_NAME
 
 MODEL_FILE = "model.onnx"
 EXPORT_INFO = "onnx_export.json"
@@ -44,6 +45,7 @@ class OnnxLLM2Vec(BaseEncoder):
         self.device_id = device_id
         self.profile = profile  # TensorRT accepts only the shapes its profile covers
         self.output_name = session.get_outputs()[0].name
+        self.output_names = [o.name for o in session.get_outputs()]
         self.input_names = [i.name for i in session.get_inputs()]
         dim = session.get_outputs()[0].shape[-1]
         self.dim = int(dim) if isinstance(dim, int) else int(self.info["dim"])
@@ -131,13 +133,28 @@ class OnnxLLM2Vec(BaseEncoder):
                 f"or set max_length<={self.profile.max_seq}")
 
     def _forward_batch(self, batch: Batch) -> np.ndarray:
+        return self._forward(batch, self.output_name)
+
+    def _forward_tokens(self, batch: Batch) -> np.ndarray:
+        if TOKENS_NAME not in self.output_names:
+            raise ValueError(
+                f"{self.model_path or 'this graph'} has no {TOKENS_NAME!r} output (exported "
+                f"before token outputs existed): re-export it (llm2vec-rag export onnx ... "
+                f"--overwrite) for token embeddings and late chunking")
+        hidden = self._forward(batch, TOKENS_NAME)  # [B, T', D]
+        width = batch.input_ids.shape[1]  # a TensorRT profile may have padded the sequence
+        if self.preprocessor.padding_side == "left":
+            return hidden[:, hidden.shape[1] - width:]
+        return hidden[:, :width]
+
+    def _forward(self, batch: Batch, output: str) -> np.ndarray:
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                   "embed_mask": batch.embed_mask}
         inputs = {k: v for k, v in inputs.items() if k in self.input_names}
         n = len(batch.input_ids)
         step = self.profile.max_batch if self.profile else n
-        parts = [self._run(self._fit_profile({k: v[i: i + step] for k, v in inputs.items()}))
-                 for i in range(0, n, step)]
+        parts = [self._run(self._fit_profile({k: v[i: i + step] for k, v in inputs.items()}),
+                           output) for i in range(0, n, step)]
         return np.concatenate(parts)[:n].astype(np.float32, copy=False)
 
     def _fit_profile(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -157,14 +174,15 @@ class OnnxLLM2Vec(BaseEncoder):
             out[name] = np.pad(a, ((0, 0), cols), constant_values=fill)
         return out
 
-    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def _run(self, inputs: dict[str, np.ndarray], output: str | None = None) -> np.ndarray:
+        output = output or self.output_name
         if not self.io_binding:
-            return self.session.run([self.output_name], inputs)[0]
+            return self.session.run([output], inputs)[0]
         binding = self.session.io_binding()
         device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
         for name, array in inputs.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        binding.bind_output(self.output_name, device, self.device_id)
+        binding.bind_output(output, device, self.device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 

@@ -69,12 +69,19 @@ class FastTokenizer:
         return cls(backend, **specials)
 
     def __call__(self, texts: str | list[str], add_special_tokens: bool = True,
-                 **unused) -> dict[str, list[list[int]]]:
+                 return_offsets_mapping: bool = False, **unused) -> dict[str, list]:
+        """Ids (and, when asked, each token's character span), as transformers returns them."""
         if isinstance(texts, str):
-            return {"input_ids": self.backend.encode(
-                texts, add_special_tokens=add_special_tokens).ids}
+            one = self.backend.encode(texts, add_special_tokens=add_special_tokens)
+            out = {"input_ids": one.ids}
+            if return_offsets_mapping:
+                out["offset_mapping"] = list(one.offsets)
+            return out
         encodings = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
-        return {"input_ids": [e.ids for e in encodings]}
+        out = {"input_ids": [e.ids for e in encodings]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [list(e.offsets) for e in encodings]
+        return out
 
     def __len__(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)

@@ -14,6 +14,8 @@ import numpy as np
 
 INPUT_NAMES = ("input_ids", "attention_mask", "embed_mask")
 OUTPUT_NAME = "sentence_embedding"
+# The last hidden states [batch, sequence, dim] float32: token embeddings and late chunking.
+TOKENS_NAME = "token_embeddings"
 
 VALIDATION_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer it"
 VALIDATION_TEXTS = [

@@ -2,7 +2,8 @@
 
 Everything except the forward pass lives here: input checks, tokenization with the
 instruction mask, length-sorted batching, order restoration, normalisation, progress.
-Subclasses implement ``_forward_batch`` (a padded batch -> float32 [B, D]).
+Subclasses implement ``_forward_batch`` (a padded batch -> float32 [B, D]) and, for token
+embeddings and late chunking, ``_forward_tokens`` (-> the last hidden states, float32 [B, T, D]).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import itertools
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import late_chunking
 from .config import EncoderConfig
 from .preprocess import (
     Batch,
@@ -25,8 +27,9 @@ from .preprocess import (
     check_count,
     check_inputs,
     check_instruction,
+    check_texts,
 )
-from .quantize import check_output_options, finish, truncation_warning
+from .quantize import check_output_options, finish, normalize_rows, truncation_warning
 from .similarity import similarity, similarity_pairwise
 from .spec import EncoderSpec
 
@@ -40,6 +43,7 @@ PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
 # bigger batches fill the device: 16384 (unmeasured; LLM2Vec derives it from free memory).
 CPU_MAX_BATCH_TOKENS = 2048
 GPU_MAX_BATCH_TOKENS = 16384
+OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")  # sentence-transformers' names
 
 
 class BaseEncoder:
@@ -96,6 +100,9 @@ class BaseEncoder:
     def _forward_batch(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError
 
+    def _forward_tokens(self, batch: Batch) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} has no token outputs")
+
     def encode(
         self,
         texts: str | list[str],
@@ -110,7 +117,9 @@ class BaseEncoder:
         pool: EncodePool | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
-    ) -> np.ndarray:
+        output_value: str = "sentence_embedding",
+        return_offsets: bool = False,
+    ) -> np.ndarray | list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         """Vectors for ``texts`` as float32 ``(n, dim)``, in input order.
 
         The instruction is attended to but not pooled; a list gives one instruction per text
@@ -126,18 +135,35 @@ class BaseEncoder:
         are sentence-transformers' names for an instruction (joined with one space, as
         LLM2Vec does, and not pooled). Texts may also be llm2vec 0.2.3's
         ``[[instruction, text], ...]`` pairs.
+
+        ``output_value="token_embeddings"`` returns instead, per text, a float32
+        ``(n_tokens, dim)`` array of the text's own tokens (never the instruction, BOS, an
+        appended EOS or padding; an empty text has none), truncated as above; ``normalize``
+        normalises each token vector; ``precision`` must stay float32. For mean pooling a
+        text's token vectors average to its sentence vector. ``return_offsets=True`` then
+        returns ``(token_arrays, offsets)``, ``offsets[i]`` an int64 ``(n_tokens, 2)`` array of
+        each token's character ``(start, end)`` in ``texts[i]``.
         """
         instruction = self._resolve_prompt(instruction, prompt_name, prompt)
         texts, instruction = check_inputs(texts, instruction)
         batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
         check_output_options(precision, truncate_dim, self.dim)
         self._warn_truncation(truncate_dim)
+        if output_value not in OUTPUT_VALUES:
+            raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got "
+                             f"{output_value!r}")
+        if return_offsets and output_value != "token_embeddings":
+            raise ValueError("return_offsets=True needs output_value='token_embeddings' "
+                             "(offsets are per token)")
+        self._check_pool(pool)
+        if output_value == "token_embeddings":
+            if precision != "float32":
+                raise ValueError(f"precision={precision!r} applies to sentence vectors; "
+                                 "token embeddings are float32")
+            return self._encode_tokens(texts, instruction, batch_size, max_batch_tokens,
+                                       show_progress, normalize, truncate_dim, pool,
+                                       return_offsets)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if pool is not None and getattr(pool, "settings", None) not in (None, self._settings()):
-            raise ValueError(
-                f"model.config changed (max_length, pooling: {pool.settings} -> "
-                f"{self._settings()}) after this pool started, and its workers still use the "
-                "old settings: stop it and start a new one (start_multi_process_pool)")
         if texts and pool is not None and len(texts) >= pool.min_texts:
             out = pool.encode(texts, instruction, batch_size=batch_size,
                               max_batch_tokens=max_batch_tokens)
@@ -156,6 +182,109 @@ class BaseEncoder:
         if message and message not in warned:
             warned.add(message)
             warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _check_pool(self, pool: EncodePool | None) -> None:
+        if pool is not None and getattr(pool, "settings", None) not in (None, self._settings()):
+            raise ValueError(
+                f"model.config changed (max_length, pooling: {pool.settings} -> "
+                f"{self._settings()}) after this pool started, and its workers still use the "
+                "old settings: stop it and start a new one (start_multi_process_pool)")
+
+    def _encode_tokens(self, texts: list[str], instruction: str | list[str], batch_size: int,
+                       max_batch_tokens: int | None, show_progress: bool | None,
+                       normalize: bool, truncate_dim: int | None, pool: EncodePool | None,
+                       return_offsets: bool):
+        """``encode(..., output_value="token_embeddings")``: same batches, one selection."""
+        with self._lock:
+            encoded = self.preprocessor.encode(texts, instruction, offsets=return_offsets)
+        if texts and pool is not None and len(texts) >= pool.min_texts:
+            tokens = pool.encode(texts, instruction, batch_size=batch_size,
+                                 max_batch_tokens=max_batch_tokens,
+                                 output_value="token_embeddings")
+        else:
+            tokens: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+            with self._lock:
+                self._warn_truncated(encoded)
+                for batch, hidden in self._run_batches(encoded, self._forward_tokens,
+                                                       batch_size, show_progress,
+                                                       max_batch_tokens):
+                    for row, i in enumerate(batch.index):
+                        if not encoded[i].empty:
+                            tokens[i] = text_tokens(hidden[row], batch.embed_mask[row])
+        if truncate_dim is not None:
+            tokens = [np.ascontiguousarray(t[:, :truncate_dim]) for t in tokens]
+        if normalize:
+            tokens = [normalize_rows(t) for t in tokens]
+        if return_offsets:
+            return tokens, [e.offsets for e in encoded]
+        return tokens
+
+    def encode_chunks(
+        self,
+        documents: str | list[str],
+        spans: Sequence[tuple[int, int]] | Sequence[Sequence[tuple[int, int]]],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        normalize: bool = False,
+        window_overlap: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Late chunking: one vector per character span ``(start, end)`` of a document, pooled
+        from a forward pass over the whole document (``llm2vec_rag.late_chunking`` has the
+        rules: tokens of a span, eos/last/bos, and the windows that cover a document longer
+        than ``max_length``, overlapping by ``window_overlap`` text tokens, default a quarter
+        of a window). One document and its spans give a float32 ``(len(spans), dim)`` array;
+        a list of documents and a list of span lists give a list of such arrays. A span
+        covering a whole text equals ``encode(text, instruction=instruction)``.
+        """
+        single = isinstance(documents, str)
+        docs = check_texts([documents] if single else documents)
+        if single:
+            spans = [spans]
+        if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence) or len(
+                spans) != len(docs):
+            raise ValueError(f"spans must hold one list of (start, end) pairs per document: "
+                             f"{len(docs)} documents, got {type(spans).__name__} "
+                             f"{'of ' + str(len(spans)) if isinstance(spans, Sequence) else ''}")
+        where = (lambda d: "document") if single else (lambda d: f"documents[{d}]")
+        checked = [late_chunking.check_spans(doc, s, where(d))
+                   for d, (doc, s) in enumerate(zip(docs, spans))]
+        instruction = check_instruction(instruction)
+        batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
+        mode = self.config.pooling
+        out = [np.zeros((len(s), self.dim), np.float32) for s in checked]
+        todo = [d for d, s in enumerate(checked) if s]
+        with self._lock:
+            encoded = self.preprocessor.encode([docs[d] for d in todo], instruction,
+                                               offsets=True, truncate=False)
+            plans = [late_chunking.plan_windows(
+                enc.embed_end - enc.embed_start,
+                late_chunking.window_width(enc, self.config.max_length), window_overlap)
+                for enc in encoded]
+            rows, owner = [], []  # every window of every document, and whose window it is
+            for k, enc in enumerate(encoded):
+                rows += late_chunking.window_rows(enc, plans[k])
+                owner += [(k, w) for w in range(len(plans[k]))]
+            states: list[list] = [[None] * len(p) for p in plans]
+            for batch, hidden in self._run_batches(rows, self._forward_tokens, batch_size,
+                                                   show_progress, max_batch_tokens):
+                for row, i in enumerate(batch.index):
+                    k, w = owner[i]
+                    real = np.flatnonzero(batch.attention_mask[row])
+                    states[k][w] = late_chunking.WindowStates(
+                        plans[k][w], text_tokens(hidden[row], batch.embed_mask[row]),
+                        hidden[row, real[0]], hidden[row, real[-1]])
+        for k, d in enumerate(todo):
+            windows = states[k]
+            n = encoded[k].embed_end - encoded[k].embed_start
+            for j, span in enumerate(checked[d]):
+                s, e = late_chunking.span_tokens(encoded[k].offsets, span,
+                                                 f"{where(d)} spans[{j}]")
+                out[d][j] = late_chunking.chunk_vector(windows, s, e, n, mode)
+        if normalize:
+            out = [normalize_rows(o) for o in out]
+        return out[0] if single else out
 
     def _resolve_prompt(self, instruction, prompt_name: str | None, prompt: str | None):
         given = [n for n, v in (("instruction", instruction), ("prompt_name", prompt_name),
@@ -216,15 +345,25 @@ class BaseEncoder:
                      batch_size: int, show_progress: bool | None,
                      max_batch_tokens: int | None) -> None:
         encoded = self.preprocessor.encode(texts, instruction)
-        truncated = sum(e.truncated for e in encoded)
-        if truncated:
-            warnings.warn(
-                f"{truncated} of {len(texts)} texts exceed max_length="
-                f"{self.config.max_length} tokens and were truncated.", stacklevel=3)
+        self._warn_truncated(encoded)
         self._forward_encoded(out, encoded, batch_size, show_progress, max_batch_tokens)
 
     def _forward_encoded(self, out: np.ndarray, encoded: list[Encoded], batch_size: int,
                          show_progress: bool | None, max_batch_tokens: int | None) -> None:
+        for batch, vectors in self._run_batches(encoded, self._forward_batch, batch_size,
+                                                show_progress, max_batch_tokens):
+            out[batch.index] = vectors
+
+    def _warn_truncated(self, encoded: list) -> None:
+        truncated = sum(e.truncated for e in encoded)
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(encoded)} texts exceed max_length="
+                f"{self.config.max_length} tokens and were truncated.", stacklevel=4)
+
+    def _run_batches(self, encoded: list, forward, batch_size: int,
+                     show_progress: bool | None, max_batch_tokens: int | None):
+        """Length-sorted batches of ``encoded`` through ``forward``, with the progress bar."""
         if show_progress is None:
             show_progress = len(encoded) >= PROGRESS_MIN_TEXTS
         if max_batch_tokens is None:
@@ -232,7 +371,7 @@ class BaseEncoder:
         with tqdm(total=len(encoded), disable=not show_progress, desc="encode",
                   unit="text") as bar:
             for batch in self.preprocessor.batches(encoded, batch_size, max_batch_tokens):
-                out[batch.index] = self._forward_batch(batch)
+                yield batch, forward(batch)
                 bar.update(len(batch.index))
 
     def max_text_tokens(self, instruction: str | None = None) -> int:
@@ -290,6 +429,12 @@ class BaseEncoder:
         if instruction is None and not _names_prompt(encode_kwargs):
             instruction = self.config.document_instruction
         return self.encode(documents, instruction=instruction, **encode_kwargs)
+
+
+def text_tokens(hidden: np.ndarray, embed_mask: np.ndarray) -> np.ndarray:
+    """One row's token embeddings: the states ``[T, D]`` at its text positions (``embed_mask``),
+    in order; the same positions mean pooling averages."""
+    return np.ascontiguousarray(hidden[embed_mask.astype(bool)], dtype=np.float32)
 
 
 def _names_prompt(encode_kwargs: dict) -> bool:

@@ -43,18 +43,29 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 class EncoderModule(nn.Module):
     """Decoder plus pooling as one module: what runs in PyTorch and what gets exported to ONNX."""
 
-    def __init__(self, model: PreTrainedModel, pooling: str) -> None:
+    def __init__(self, model: PreTrainedModel, pooling: str, with_tokens: bool = False) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
+        # Also return the last hidden states (token embeddings): the ONNX export's second
+        # output, so token vectors come from the very graph that pools.
+        self.with_tokens = with_tokens
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                embed_mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor) -> torch.Tensor:  # [B, T, D]
+        """The decoder's last hidden states for a padded batch."""
         # Positions count real tokens only, so a text's positions do not depend on padding.
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T]
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids).last_hidden_state  # [B, T, D]
-        return pool(hidden, attention_mask, embed_mask, self.pooling)  # [B, D]
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids).last_hidden_state  # [B, T, D]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                embed_mask: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.hidden_states(input_ids, attention_mask)  # [B, T, D]
+        vectors = pool(hidden, attention_mask, embed_mask, self.pooling)  # [B, D]
+        if self.with_tokens:
+            return vectors, hidden.float()  # [B, D], [B, T, D]
+        return vectors
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -333,3 +344,10 @@ class LLM2Vec(BaseEncoder):
         vectors = self.module(tensor(batch.input_ids), tensor(batch.attention_mask),
                               tensor(batch.embed_mask))
         return vectors.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _forward_tokens(self, batch: Batch) -> np.ndarray:
+        module = getattr(self.module, "_orig_mod", self.module)  # eager: shapes vary per call
+        hidden = module.hidden_states(torch.from_numpy(batch.input_ids).to(self.device),
+                                      torch.from_numpy(batch.attention_mask).to(self.device))
+        return hidden.float().cpu().numpy()  # [B, T, D]

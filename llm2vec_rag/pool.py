@@ -196,16 +196,21 @@ class EncodePool:
 
     def encode(self, texts: str | list[str], instruction: str | list[str] | None = None,
                batch_size: int = 32, normalize: bool = False,
-               max_batch_tokens: int | None = None) -> np.ndarray:
-        """Float32 ``(n, dim)`` vectors in input order, encoded by the workers."""
+               max_batch_tokens: int | None = None,
+               output_value: str = "sentence_embedding") -> np.ndarray | list[np.ndarray]:
+        """Float32 ``(n, dim)`` vectors in input order, encoded by the workers
+        (``output_value="token_embeddings"``: a list of ``(n_tokens_i, dim)`` arrays)."""
         if self._closed:
             raise PoolError("this pool is closed: start a new one")
         texts, instruction = check_inputs(texts, instruction)
         batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
-        out = np.zeros((len(texts), self.dim or 0), dtype=np.float32)
+        tokens = output_value == "token_embeddings"
+        out = ([None] * len(texts) if tokens
+               else np.zeros((len(texts), self.dim or 0), dtype=np.float32))
         if not texts:
             return out
-        kwargs = dict(batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+        kwargs = dict(batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                      output_value=output_value)
         # Longest first: chunks of similar length pad little, and the small ones at the end
         # even out the workers' finishing times.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -238,11 +243,15 @@ class EncodePool:
                 self.close(timeout=1.0)
                 raise PoolError(f"pool worker {rank} ({self.devices[rank]}) failed to "
                                 f"encode:\n{value[2]}")
-            out[chunks[value[1]]] = value[2]
+            if tokens:
+                for i, t in zip(chunks[value[1]], value[2]):
+                    out[i] = normalize_rows(t) if normalize else t
+            else:
+                out[chunks[value[1]]] = value[2]
             remaining -= 1
             if pending:
                 send(rank)
-        if normalize:
+        if normalize and not tokens:
             out = normalize_rows(out)
         return out
 

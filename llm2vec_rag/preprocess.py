@@ -34,6 +34,10 @@ class Encoded:
     embed_end: int
     truncated: bool
     tokens: int = 0  # tokens before truncation (special tokens and instruction included)
+    # Character (start, end) in the text of each of ids[embed_start:embed_end]; only when
+    # asked for (``Preprocessor.encode(..., offsets=True)``).
+    offsets: np.ndarray | None = None
+    empty: bool = False  # an empty text: embed_start:embed_end is the whole-sequence fallback
 
 
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
@@ -185,25 +189,48 @@ class Preprocessor:
         return max(0, self.max_length - self.lead - self.trail - int(self.append_eos)
                    - n_instruction)
 
-    def encode(self, texts: list[str], instruction: str | list[str] = "") -> list[Encoded]:
-        """Token ids and embed spans; ``instruction`` is one for all or one per text."""
+    def encode(self, texts: list[str], instruction: str | list[str] = "",
+               offsets: bool = False, truncate: bool = True) -> list[Encoded]:
+        """Token ids and embed spans; ``instruction`` is one for all or one per text.
+
+        ``offsets=True`` also records each text token's character span in its text (what
+        token embeddings and late chunking map back to). ``truncate=False`` keeps every text
+        token (late chunking covers a long text with windows instead of cutting it).
+        """
         if isinstance(instruction, list):  # per text: tokenize each instruction's group once
             out: list[Encoded | None] = [None] * len(texts)
             groups: dict[str, list[int]] = {}
             for i, ins in enumerate(instruction):
                 groups.setdefault(ins, []).append(i)
             for ins, idx in groups.items():
-                for i, enc in zip(idx, self.encode([texts[i] for i in idx], ins)):
+                for i, enc in zip(idx, self.encode([texts[i] for i in idx], ins, offsets,
+                                                   truncate)):
                     out[i] = enc
             return out  # type: ignore[return-value]
         prefix = instruction + " " if instruction else ""
-        full = self.tokenizer([prefix + t for t in texts], add_special_tokens=True)["input_ids"]
+        tokenized = self.tokenizer([prefix + t for t in texts], add_special_tokens=True,
+                                   **({"return_offsets_mapping": True} if offsets else {}))
+        full = tokenized["input_ids"]
         if prefix:
             alone = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
             text_lens = [len(a) for a in alone]
         else:
             text_lens = [len(ids) - self.lead - self.trail for ids in full]
-        return [self._encode_one(ids, n) for ids, n in zip(full, text_lens)]
+        out = [self._encode_one(ids, n, truncate) for ids, n in zip(full, text_lens)]
+        if offsets:
+            for enc, spans, t in zip(out, tokenized["offset_mapping"], texts):
+                enc.offsets = self._text_offsets(enc, spans, len(prefix), len(t))
+        return out
+
+    def _text_offsets(self, enc: Encoded, spans, shift: int, n_chars: int) -> np.ndarray:
+        """``(n_text_tokens, 2)`` character spans in the text alone (the instruction prefix
+        removed, clipped to the text: a token that carries the joining space starts at 0)."""
+        if enc.empty:
+            return np.zeros((0, 2), dtype=np.int64)
+        # ids[embed_start:embed_end] are the tokenizer's tokens at the same positions (the
+        # body is cut only at its end, and the lead is the tokenizer's own).
+        spans = np.asarray(spans[enc.embed_start: enc.embed_end], dtype=np.int64).reshape(-1, 2)
+        return np.clip(spans - shift, 0, n_chars)
 
     def count(self, texts: list[str], instruction: str | list[str] = "") -> list[int]:
         """Tokens per text before truncation (special tokens, instruction and EOS included)."""
@@ -212,7 +239,7 @@ class Preprocessor:
         ids = self.tokenizer(full, add_special_tokens=True)["input_ids"] if full else []
         return [max(1, len(i) + int(self.append_eos)) for i in ids]
 
-    def _encode_one(self, ids: list[int], n_text: int) -> Encoded:
+    def _encode_one(self, ids: list[int], n_text: int, truncate: bool = True) -> Encoded:
         lead, body, trail = ids[: self.lead], ids[self.lead: len(ids) - self.trail], ids[
             len(ids) - self.trail:]
         n_text = min(n_text, len(body))
@@ -223,7 +250,7 @@ class Preprocessor:
                 f"within max_length={self.max_length}: shorten it or raise max_length."
             )
         tokens = len(ids) + int(self.append_eos)
-        truncated = len(body) > budget
+        truncated = truncate and len(body) > budget
         if truncated:  # the text sits at the end of the body, so the cut only removes text
             n_text -= len(body) - budget
             body = body[:budget]
@@ -231,9 +258,10 @@ class Preprocessor:
         start, end = len(lead) + len(body) - n_text, len(lead) + len(body)
         if not out:  # empty text, no instruction, no BOS: the model still needs one token
             out = [self.eos_id if self.eos_id is not None else self.pad_id]
-        if start == end:  # empty text: documented fallback, pool over every real token
+        empty = start == end
+        if empty:  # empty text: documented fallback, pool over every real token
             start, end = 0, len(out)
-        return Encoded(out, start, end, truncated, max(1, tokens))
+        return Encoded(out, start, end, truncated, max(1, tokens), empty=empty)
 
     def batches(self, encoded: list[Encoded], batch_size: int,
                 max_batch_tokens: int | None = None) -> Iterator[Batch]:

@@ -16,6 +16,7 @@ from llm2vec_rag.export import ExportValidationError, OnnxLLM2Vec, OutputExistsE
 from llm2vec_rag.export.onnx import _torch_export
 from llm2vec_rag.export.validate import (
     OUTPUT_NAME,
+    TOKENS_NAME,
     causal_mask_ops,
     probe_bidirectional,
     validation_batches,
@@ -35,7 +36,9 @@ def test_folder_layout_and_dynamic_axes(llama_onnx):
     for value in graph.input:
         dims = [d.dim_param for d in value.type.tensor_type.shape.dim]
         assert dims == ["batch", "sequence"], (value.name, dims)
-    assert [o.name for o in graph.output] == [OUTPUT_NAME]
+    assert [o.name for o in graph.output] == [OUTPUT_NAME, TOKENS_NAME]
+    dims = [d.dim_param or d.dim_value for d in graph.output[1].type.tensor_type.shape.dim]
+    assert dims[:2] == ["batch", "sequence"]
     info = json.load(open(os.path.join(llama_onnx, "onnx_export.json")))
     assert info["variant"] == "fp32" and info["pooling"] == "mean"
     assert info["validation"]["fp32"]["rel_diff"] <= 1e-4

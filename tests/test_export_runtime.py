@@ -56,10 +56,15 @@ def test_profile_chunking_and_padding(llama_onnx, onnx_encoder):
                          info=onnx_encoder.info, profile=profile)
     seen = []
     original = capped._run
-    capped._run = lambda inputs: seen.append(inputs["input_ids"].shape) or original(inputs)
+    capped._run = lambda inputs, *output: (seen.append(inputs["input_ids"].shape)
+                                           or original(inputs, *output))
     got = capped.encode(TEXTS[:5], batch_size=5)
     np.testing.assert_allclose(got, onnx_encoder.encode(TEXTS[:5]), atol=1e-5)
     assert all(b == 2 and t >= 40 for b, t in seen), seen
+    # token outputs: the profile's extra rows and columns are cut off again
+    tokens = capped.encode(TEXTS[:5], batch_size=5, output_value="token_embeddings")
+    for got, want in zip(tokens, onnx_encoder.encode(TEXTS[:5], output_value="token_embeddings")):
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch,kind", [("llama", "whitespace"), ("qwen2", "bytelevel"),
