@@ -99,22 +99,30 @@ def _gather_worker(rank: int, port: int, queue) -> None:
     local_q = q[rows].detach().requires_grad_()
     loss = contrastive_loss(local_q, p[rows], scale=20)
     loss.backward()
-    queue.put((rank, float(loss), local_q.grad))
+    # plain floats, not tensors: torch's queue shares a tensor through a connection to this
+    # process, which is refused once the worker has exited (the parent may read later)
+    queue.put((rank, float(loss), local_q.grad.tolist()))
     dist.destroy_process_group()
 
 
+@pytest.mark.timeout(300)  # two spawned processes and a gloo group: a hang is the failure mode
 def test_loss_is_computed_over_the_global_batch_across_processes():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
+    queue = ctx.Queue()
     procs = [ctx.Process(target=_gather_worker, args=(r, port, queue)) for r in range(2)]
     for proc in procs:
         proc.start()
-    results = sorted(queue.get() for _ in procs)
-    for proc in procs:
-        proc.join(timeout=60)
+    try:
+        results = sorted(queue.get(timeout=120) for _ in procs)  # a dead worker fails, not hangs
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    assert [proc.exitcode for proc in procs] == [0, 0]
     torch.manual_seed(0)
     q, p = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8)
     full = contrastive_loss(q, p, scale=20, gather_across_processes=False)
@@ -123,5 +131,5 @@ def test_loss_is_computed_over_the_global_batch_across_processes():
         assert loss == pytest.approx(float(full), abs=1e-6)  # every process: the global loss
     # each process's gradient on its rows is world_size x the global one; DDP's averaging of
     # parameter gradients divides it back
-    local = torch.cat([results[0][2], results[1][2]])
+    local = torch.tensor(results[0][2] + results[1][2], dtype=q.grad.dtype)
     torch.testing.assert_close(local / 2, q.grad)
