@@ -26,12 +26,6 @@ COMPAT_FILES = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.name in COMPAT_FILES:
-            item.add_marker(pytest.mark.compat)
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Factory: ``tiny_model_dir(arch="llama", kind="whitespace")`` -> folder (cached)."""
@@ -113,3 +107,28 @@ def reference(served_dir):
     from llm2vec_rag import LLM2Vec
 
     return LLM2Vec.from_pretrained(served_dir)
+
+
+# Tests whose failure mode is a hang - a server that never answers, worker processes or a
+# cluster that never report back, a process group that never forms - get a tighter limit
+# than pyproject's global ``timeout``, so a hang fails within minutes with its stacks.
+# (Seconds per test, fixtures included; a test's own ``@pytest.mark.timeout`` wins.)
+HANG_LIMITS_S = {
+    "test_serve.py": 300,
+    "test_serve_batcher.py": 300,
+    "test_serve_clients.py": 300,
+    "test_reliability_server_errors.py": 300,
+    "test_pool.py": 300,
+    "test_qdrant_resume.py": 300,
+    "test_ray.py": 600,
+    "test_training_distributed.py": 900,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in COMPAT_FILES:
+            item.add_marker(pytest.mark.compat)
+        limit = HANG_LIMITS_S.get(item.path.name)
+        if limit and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limit))
