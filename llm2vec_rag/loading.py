@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import re
@@ -46,8 +47,37 @@ def resolve_source(name_or_path: str, gguf_file: str | None,
     if gguf_file is not None and not os.path.isfile(os.path.join(name_or_path, gguf_file)) \
             and os.path.isdir(name_or_path):
         raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {name_or_path!r}.")
+    if gguf_file is None and os.path.isdir(name_or_path):
+        check_model_folder(name_or_path)
     check_hub_source(name_or_path, "model", **hub_kwargs)
     return name_or_path, gguf_file
+
+
+# Any one of these is a tokenizer transformers can load (fast, sentencepiece, BPE, tiktoken).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json",
+                    "vocab.txt", "spiece.model", "tiktoken.model")
+
+
+def check_model_folder(folder: str) -> None:
+    """Fail in one line, naming the files expected, when ``folder`` is not a model folder
+    (transformers would blame a missing sentencepiece instead)."""
+    names = set(os.listdir(folder))
+    if "adapter_config.json" in names:
+        return  # a LoRA adapter folder: its base is named inside
+    ggufs = sorted(n for n in names if n.endswith(".gguf"))
+    if "config.json" not in names:
+        hint = (f" It holds {ggufs[0]!r}: pass that file's path (or gguf_file=)." if ggufs
+                else "")
+        raise FileNotFoundError(
+            f"{folder!r} is not a model folder: it holds no config.json (a transformers "
+            f"model, with its tokenizer files) and no adapter_config.json (a LoRA adapter).{hint}"
+            " Pass the folder written by save_pretrained or training, a .gguf file, or a hub id.")
+    if not names.intersection(_TOKENIZER_FILES) and not any(n.endswith(".tiktoken")
+                                                            for n in names):
+        raise FileNotFoundError(
+            f"{folder!r} holds config.json but no tokenizer (expected one of "
+            f"{', '.join(_TOKENIZER_FILES)}): copy the tokenizer files of the model it came "
+            "from into it (tokenizer.save_pretrained(folder)).")
 
 
 def looks_local(name: str) -> bool:
@@ -80,16 +110,30 @@ def check_hub_source(name: str, what: str, **hub_kwargs) -> None:
             f"the local HF cache load without the network.")
 
 
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The errors a failed hub request raises, from whichever HTTP stack huggingface_hub uses:
+    httpx (huggingface_hub 1.x), httpx2 (2.x), requests (0.x), plus OSError (sockets,
+    huggingface_hub's own OfflineModeIsEnabled). Built from what is importable, so the next
+    switch of HTTP library is caught as long as one of these names stays."""
+    errors: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx", "HTTPError"), ("httpx2", "HTTPError"),
+                         ("requests", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
 @functools.lru_cache(maxsize=8)
 def _hub_unreachable(endpoint: str) -> str | None:
     """Why ``endpoint`` does not answer (a few seconds at most), or None when it does."""
-    import httpx
     from huggingface_hub import get_session
 
     try:
         get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
-    except httpx.HTTPError as err:
-        return f"{type(err).__name__}: {err}"
+    except network_errors() as err:
+        return f"{type(err).__name__}: {err}".splitlines()[0]
     return None
 
 

@@ -17,6 +17,7 @@ COMPAT_FILES = {
     "test_pinned_vectors.py",   # torch, transformers, tokenizers: the vectors themselves
     "test_bidirectional.py",    # transformers' is_causal switch
     "test_loading.py",          # transformers, peft, huggingface_hub
+    "test_hub_errors.py",       # huggingface_hub's HTTP stack (httpx, httpx2)
     "test_langchain.py",        # langchain-core
     "test_llamaindex.py",       # llama-index-core
     "test_qdrant.py",           # qdrant-client
