@@ -80,7 +80,7 @@ def main() -> int:
             out = np.zeros((len(texts), model.dim), dtype=np.float32)
             for batch in reversed(list(pre.batches(pre.encode(texts), 32,
                                                    model.max_batch_tokens))):
-                out[batch.index] = model._forward_batch(batch)
+                out[batch.index] = model.forward_batch(batch)
         elif opts.get("autocast"):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 out = model.encode(texts, show_progress=False)

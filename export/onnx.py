@@ -29,8 +29,8 @@ import numpy as np
 from .fuse import load_for_export
 from .providers import available, open_session, provider_list
 from .staging import check_output, staged_output
-from .tensorrt import TENSORRT_INFO
 from .tokenizer import check_same_ids
+from .trt_profile import TENSORRT_INFO
 from .validate import (
     INPUT_NAMES,
     OUTPUT_NAME,
@@ -100,7 +100,7 @@ def export_onnx(
         raise ValueError(f"The model is loaded in {weights_dtype}; the fp32 export needs "
                          "float32 weights: load it with dtype='float32'.")
     batches = validation_batches(encoder.preprocessor)
-    reference = [encoder._forward_batch(b) for b in batches]  # [B, D] float32 each
+    reference = [encoder.forward_batch(b) for b in batches]  # [B, D] float32 each
     if variant == "fp16":  # keep the caller's model untouched
         module = (copy.deepcopy(module) if not isinstance(model, (str, os.PathLike))
                   else module).half()
@@ -258,7 +258,7 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = 
         raise ValueError(f"{str(src)!r} holds a {fp32.info.get('variant')} graph; int8 "
                          "quantization needs the fp32 export.")
     batches = validation_batches(fp32.preprocessor)
-    reference = [fp32._forward_batch(b) for b in batches]
+    reference = [fp32.forward_batch(b) for b in batches]
     with staged_output(out, overwrite, "onnx", [src]) as tmp:
         quantize_int8(fp32.model_path, tmp / MODEL_FILE, dynamic=method != "int8")
         for f in Path(src).iterdir():  # tokenizer and llm2vec config; not fp32 engines

@@ -1,6 +1,6 @@
 """``OnnxLLM2Vec``: the ONNX Runtime encoder, with the PyTorch encoder's API and no torch.
 
-It differs from ``LLM2Vec`` only in ``_forward_batch``: tokenization, the instruction mask,
+It differs from ``LLM2Vec`` only in ``forward_batch``: tokenization, the instruction mask,
 batching, order and normalisation are the shared ``BaseEncoder`` path. Pooling is inside
 the graph (exported from the same module), so the pooling mode is fixed at export time.
 """
@@ -15,19 +15,20 @@ import numpy as np
 from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling, split_prompts
 from llm2vec_rag.encoder import GPU_MAX_BATCH_TOKENS, BaseEncoder
 from llm2vec_rag.files import read_json_object
+from llm2vec_rag.pool import MultiProcessMixin
 from llm2vec_rag.preprocess import Batch
-from llm2vec_rag.spec import EncoderSpec
+from llm2vec_rag.spec import records_spec
 
 from .providers import open_session, provider_list, resolve_provider
-from .tensorrt import TensorRTProfile, read_tensorrt
 from .tokenizer import FastTokenizer
+from .trt_profile import TensorRTProfile, read_tensorrt
 from .validate import TOKENS_NAME
 
 MODEL_FILE = "model.onnx"
 EXPORT_INFO = "onnx_export.json"
 
 
-class OnnxLLM2Vec(BaseEncoder):
+class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
     """An exported LLM2Vec model run by ONNX Runtime on CPU, CUDA or TensorRT."""
 
     def __init__(self, session, tokenizer: FastTokenizer, config: EncoderConfig, *,
@@ -54,6 +55,7 @@ class OnnxLLM2Vec(BaseEncoder):
         self._init_preprocessor(padding_side)
 
     @classmethod
+    @records_spec("onnx")
     def from_pretrained(
         cls,
         folder: str | os.PathLike,
@@ -109,12 +111,6 @@ class OnnxLLM2Vec(BaseEncoder):
         encoder = cls(session, FastTokenizer.from_pretrained(folder), config, info=info,
                       model_path=str(folder / file_name), io_binding=io_binding,
                       device_id=device_id, profile=profile, padding_side=padding_side)
-        encoder.spec = EncoderSpec(str(folder), (), "onnx", dict(
-            provider=provider, device=device, threads=threads, io_binding=io_binding,
-            max_length=max_length, pooling=pooling, query_instruction=query_instruction,
-            document_instruction=document_instruction, prompts=prompts or None,
-            padding_side=None if padding_side == "left" else padding_side,
-            file_name=None if file_name == MODEL_FILE else file_name))
         return encoder
 
     def _apply_pooling(self, pooling: str) -> None:
@@ -132,7 +128,7 @@ class OnnxLLM2Vec(BaseEncoder):
                 f"max_seq={self.profile.max_seq}: rebuild the engine with a larger --max-seq, "
                 f"or set max_length<={self.profile.max_seq}")
 
-    def _forward_batch(self, batch: Batch) -> np.ndarray:
+    def forward_batch(self, batch: Batch) -> np.ndarray:
         return self._forward(batch, self.output_name)
 
     def _forward_tokens(self, batch: Batch) -> np.ndarray:

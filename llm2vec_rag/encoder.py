@@ -2,8 +2,10 @@
 
 Everything except the forward pass lives here: input checks, tokenization with the
 instruction mask, length-sorted batching, order restoration, normalisation, progress.
-Subclasses implement ``_forward_batch`` (a padded batch -> float32 [B, D]) and, for token
+Subclasses implement ``forward_batch`` (a padded batch -> float32 [B, D]) and, for token
 embeddings and late chunking, ``_forward_tokens`` (-> the last hidden states, float32 [B, T, D]).
+This module imports neither its subclasses nor the worker pool: ``MultiProcessMixin``
+(``pool``) adds ``start_multi_process_pool`` to the concrete encoders.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")  # sentence-transform
 
 
 class BaseEncoder:
-    """Subclasses set ``tokenizer``, ``config`` and ``dim`` and implement ``_forward_batch``."""
+    """Subclasses set ``tokenizer``, ``config`` and ``dim`` and implement ``forward_batch``."""
 
     tokenizer: object
     config: EncoderConfig
@@ -78,13 +80,14 @@ class BaseEncoder:
         self._sync_config()
         return self._preprocessor
 
-    def _settings(self) -> tuple[int, str]:
+    def encoding_settings(self) -> tuple[int, str]:
+        """``(max_length, pooling)`` as configured now: what a pool's workers must share."""
         return self.config.max_length, self.config.pooling
 
     def _sync_config(self) -> None:
         """Apply ``config.max_length`` / ``config.pooling`` if they changed since the last call
         (``model.config.pooling = "eos"`` after loading takes effect on the next encode)."""
-        settings = self._settings()
+        settings = self.encoding_settings()
         if settings == self._applied:
             return
         max_length, pooling = settings
@@ -97,8 +100,15 @@ class BaseEncoder:
     def _apply_pooling(self, pooling: str) -> None:
         """Subclasses make their forward pass use ``pooling`` or raise if they cannot."""
 
-    def _forward_batch(self, batch: Batch) -> np.ndarray:
+    def forward_batch(self, batch: Batch) -> np.ndarray:
+        """One padded batch (``Preprocessor.batches``) -> float32 ``[B, D]`` pooled vectors,
+        not normalised: the only step the PyTorch and ONNX Runtime encoders do differently.
+        Exporters and benchmarks call it to compare engines on the same batches."""
         raise NotImplementedError
+
+    def _forward_batch(self, batch: Batch) -> np.ndarray:
+        """Deprecated name of ``forward_batch``."""
+        return self.forward_batch(batch)
 
     def _forward_tokens(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} has no token outputs")
@@ -184,11 +194,12 @@ class BaseEncoder:
             warnings.warn(message, UserWarning, stacklevel=3)
 
     def _check_pool(self, pool: EncodePool | None) -> None:
-        if pool is not None and getattr(pool, "settings", None) not in (None, self._settings()):
+        if pool is not None and getattr(pool, "settings", None) not in (
+                None, self.encoding_settings()):
             raise ValueError(
                 f"model.config changed (max_length, pooling: {pool.settings} -> "
-                f"{self._settings()}) after this pool started, and its workers still use the "
-                "old settings: stop it and start a new one (start_multi_process_pool)")
+                f"{self.encoding_settings()}) after this pool started, and its workers still "
+                "use the old settings: stop it and start a new one (start_multi_process_pool)")
 
     def _encode_tokens(self, texts: list[str], instruction: str | list[str], batch_size: int,
                        max_batch_tokens: int | None, show_progress: bool | None,
@@ -350,7 +361,7 @@ class BaseEncoder:
 
     def _forward_encoded(self, out: np.ndarray, encoded: list[Encoded], batch_size: int,
                          show_progress: bool | None, max_batch_tokens: int | None) -> None:
-        for batch, vectors in self._run_batches(encoded, self._forward_batch, batch_size,
+        for batch, vectors in self._run_batches(encoded, self.forward_batch, batch_size,
                                                 show_progress, max_batch_tokens):
             out[batch.index] = vectors
 
@@ -393,28 +404,6 @@ class BaseEncoder:
                        encode_kwargs: dict) -> Iterator[np.ndarray]:
         while chunk := list(itertools.islice(it, chunk_size)):
             yield self.encode(chunk, **encode_kwargs)
-
-    def start_multi_process_pool(self, target_devices: list[str] | None = None,
-                                 **pool_options) -> EncodePool:
-        """Worker processes, one per device (default: every GPU, else 4 CPU workers), each
-        loading this encoder from its ``spec``; pass the pool to ``encode(..., pool=pool)``.
-        Options: ``threads_per_worker``, ``chunk_size``, ``min_texts``, ``timeout``."""
-        from .pool import EncodePool
-
-        if self.spec is None:
-            raise ValueError("This encoder was built from objects in memory, so other "
-                             "processes cannot rebuild it: load it with from_pretrained(...) "
-                             "or start EncodePool(EncoderSpec(...)) directly")
-        max_length, pooling = self._settings()  # the config as it is now, changes included
-        pool = EncodePool(self.spec.replace(max_length=max_length, pooling=pooling),
-                          target_devices, **pool_options)
-        pool.settings = (max_length, pooling)
-        return pool
-
-    @staticmethod
-    def stop_multi_process_pool(pool: EncodePool) -> None:
-        """Stop the pool's workers (also done by ``with pool:`` and at garbage collection)."""
-        pool.close()
 
     def encode_queries(self, queries: str | list[str], instruction: str | None = None,
                        **encode_kwargs) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .allocator import retain_freed_memory
+from .allocator import tune_from_env
 from .cache import load_or_build
 from .config import (
     EncoderConfig,
@@ -32,9 +32,10 @@ from .loading import (
     resolve_source,
     reuse_gguf_reader,
 )
+from .pool import MultiProcessMixin
 from .pooling import pool
 from .preprocess import Batch, load_tokenizer, special_template
-from .spec import EncoderSpec
+from .spec import records_spec
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -110,7 +111,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
 def default_batch_tokens(model: PreTrainedModel) -> int:
     """The token budget per batch for this model's device (see ``BaseEncoder.encode``).
 
-    CPU: the measured best. CUDA (unmeasured here: no GPU was lent): a fifth of the free
+    CPU: the measured best. CUDA (not yet measured): a fifth of the free
     memory divided by one layer's activations per token (hidden states, q/k/v, MLP
     intermediates; SDPA keeps no T x T scores), clamped to 4k..64k tokens.
     """
@@ -126,14 +127,6 @@ def default_batch_tokens(model: PreTrainedModel) -> int:
         8 * cfg.hidden_size + 3 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
     budget = int(free * 0.2 / per_token)
     return max(4096, min(65536, 1 << (budget.bit_length() - 1)))
-
-
-def _spec(model: str, adapters, options: dict) -> EncoderSpec | None:
-    """The spec that rebuilds this encoder elsewhere, or None if an option is not plain data."""
-    try:
-        return EncoderSpec(model, tuple(str(a) for a in adapters or ()), "torch", options)
-    except TypeError:
-        return None
 
 
 def _save_fused(loaded: tuple, folder: str) -> None:
@@ -152,7 +145,7 @@ def _load_fused(folder: str, base: str, bidirectional: bool, dtype: torch.dtype,
     return model.to(device), load_tokenizer(folder)
 
 
-class LLM2Vec(BaseEncoder):
+class LLM2Vec(MultiProcessMixin, BaseEncoder):
     """A decoder-only LLM used as a bidirectional text encoder."""
 
     def __init__(self, model: PreTrainedModel, tokenizer, config: EncoderConfig | None = None,
@@ -165,8 +158,8 @@ class LLM2Vec(BaseEncoder):
         self.source = str(getattr(model, "name_or_path", "") or "")
         self.max_batch_tokens = default_batch_tokens(self.model)
         self._init_preprocessor(padding_side)
-        if self.device.type == "cpu":  # every layer's activations otherwise fault back in
-            retain_freed_memory()
+        if self.device.type == "cpu":  # opt-in (LLM2VEC_RAG_MALLOC=tuned): see allocator
+            tune_from_env()
 
     @property
     def source(self) -> str:
@@ -186,6 +179,7 @@ class LLM2Vec(BaseEncoder):
         return next(self.model.parameters()).device
 
     @classmethod
+    @records_spec("torch")
     def from_pretrained(
         cls,
         model_name_or_path: str | os.PathLike,
@@ -301,18 +295,6 @@ class LLM2Vec(BaseEncoder):
         encoder.source = json.dumps({"model": model_file,
                                      "adapters": [str(a) for a in adapters or []],
                                      "bidirectional": enable_bidirectional})
-        encoder.spec = _spec(str(model_name_or_path), adapters, dict(
-            pooling=pooling, max_length=max_length, query_instruction=query_instruction,
-            document_instruction=document_instruction, prompts=prompts or None,
-            gguf_file=gguf_file if gguf_file and
-            not str(model_name_or_path).endswith(".gguf") else None,
-            enable_bidirectional=None if enable_bidirectional else False,
-            device=str(device), dtype=None if dtype is None else str(dtype).replace("torch.", ""),
-            attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code or None, padding_side=None
-            if padding_side == "left" else padding_side, cache=cache or None,
-            compile=compile or None, skip_instruction=skip_instruction,
-            doc_max_length=doc_max_length, **hub_kwargs))
         return encoder
 
     def _apply_pooling(self, pooling: str) -> None:
@@ -337,7 +319,7 @@ class LLM2Vec(BaseEncoder):
         write_st_files(folder, self.config, self.dim)
 
     @torch.inference_mode()
-    def _forward_batch(self, batch: Batch) -> np.ndarray:
+    def forward_batch(self, batch: Batch) -> np.ndarray:
         def tensor(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).to(self.device)
 

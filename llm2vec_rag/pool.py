@@ -74,6 +74,34 @@ def _worker(rank: int, spec: EncoderSpec, threads: int | None, jobs, results) ->
             results.put(("error", rank, (job_id, chunk, traceback.format_exc())))
 
 
+class MultiProcessMixin:
+    """``start_multi_process_pool`` / ``stop_multi_process_pool`` for encoders with a
+    ``spec`` and ``encoding_settings()`` (sentence-transformers' names). A mixin, so the
+    base encoder stays below the pool instead of importing it."""
+
+    spec: EncoderSpec | None
+
+    def start_multi_process_pool(self, target_devices: list[str] | None = None,
+                                 **pool_options) -> EncodePool:
+        """Worker processes, one per device (default: every GPU, else 4 CPU workers), each
+        loading this encoder from its ``spec``; pass the pool to ``encode(..., pool=pool)``.
+        Options: ``threads_per_worker``, ``chunk_size``, ``min_texts``, ``timeout``."""
+        if self.spec is None:
+            raise ValueError("This encoder was built from objects in memory, so other "
+                             "processes cannot rebuild it: load it with from_pretrained(...) "
+                             "or start EncodePool(EncoderSpec(...)) directly")
+        max_length, pooling = self.encoding_settings()  # the config now, changes included
+        pool = EncodePool(self.spec.replace(max_length=max_length, pooling=pooling),
+                          target_devices, **pool_options)
+        pool.settings = (max_length, pooling)
+        return pool
+
+    @staticmethod
+    def stop_multi_process_pool(pool: EncodePool) -> None:
+        """Stop the pool's workers (also done by ``with pool:`` and at garbage collection)."""
+        pool.close()
+
+
 class EncodePool:
     """Worker processes that encode for one spec, one per entry of ``devices``.
 

@@ -4,15 +4,29 @@ Pool workers, Ray actors and server workers receive a spec, never a model: each 
 loads the weights itself, so nothing large travels through pickling or an object store.
 ``load_encoder`` (the by-name loader behind the CLI and the framework integrations) is a
 spec built and loaded on the spot.
+
+A spec is data: it names the encoder class of its backend (``BACKENDS``) rather than
+importing it, so this module sits below the encoders it describes (no import cycle), the
+way a sentence-transformers ``modules.json`` names its module classes. The encoders'
+``from_pretrained`` are wrapped by ``records_spec``: the caller's own arguments become the
+spec at entry, and nothing re-types the loader's signature to rebuild it.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-BACKENDS = ("torch", "onnx")
+# backend -> (module, class) whose ``from_pretrained(model, **options)`` builds the encoder
+ENCODER_CLASSES = {"torch": ("llm2vec_rag.model", "LLM2Vec"),
+                   "onnx": ("llm2vec_rag.export.runtime", "OnnxLLM2Vec")}
+BACKENDS = tuple(ENCODER_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -56,13 +70,11 @@ class EncoderSpec:
 
     def load(self):
         """Build the encoder in this process (weights are read from disk or the hub here)."""
-        if self.backend == "onnx":
-            from llm2vec_rag.export import OnnxLLM2Vec
-
-            return OnnxLLM2Vec.from_pretrained(self.model, **self.options)
-        from llm2vec_rag.model import LLM2Vec
-
-        return LLM2Vec.from_pretrained(self.model, adapters=list(self.adapters), **self.options)
+        module, name = ENCODER_CLASSES[self.backend]
+        cls = getattr(importlib.import_module(module), name)
+        if self.adapters:
+            return cls.from_pretrained(self.model, adapters=list(self.adapters), **self.options)
+        return cls.from_pretrained(self.model, **self.options)
 
     def to_json(self) -> str:
         return json.dumps({"model": self.model, "adapters": list(self.adapters),
@@ -79,3 +91,57 @@ def load_encoder(model: str, adapters: list[str] | None = None, backend: str = "
                  **kwargs: Any):
     """``LLM2Vec.from_pretrained`` (torch) or ``OnnxLLM2Vec.from_pretrained`` (onnx) by name."""
     return EncoderSpec(str(model), tuple(adapters or ()), backend, kwargs).load()
+
+
+def plain(value: Any) -> Any:
+    """A loader argument as plain data: torch dtypes and devices by name, paths as strings."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "torch":  # torch.float32 -> "float32", device -> "cuda:0"
+        return str(value).removeprefix("torch.")
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def spec_of_call(loader: Callable, backend: str, args: tuple, kwargs: dict) -> EncoderSpec | None:
+    """The spec of one ``loader(*args, **kwargs)`` call: the arguments the caller gave
+    (defaults left out), so another process repeats exactly this call. None when an argument
+    is not plain data (a torch module, a callable): then the encoder cannot be rebuilt."""
+    params = inspect.signature(loader).parameters
+    try:
+        given = dict(inspect.signature(loader).bind(*args, **kwargs).arguments)
+    except TypeError:  # the loader itself reports the bad call
+        return None
+    given.pop(next(iter(params)), None)  # cls
+    model = given.pop(next(iter(list(params)[1:])))
+    adapters = given.pop("adapters", None)
+    options: dict[str, Any] = {}
+    for name, value in given.items():
+        if params[name].kind is inspect.Parameter.VAR_KEYWORD:
+            options.update(value)
+        elif value is not params[name].default and value != params[name].default:
+            options[name] = value
+    if isinstance(adapters, (str, os.PathLike)):
+        adapters = [adapters]
+    try:
+        return EncoderSpec(plain(model), tuple(plain(list(adapters or ()))), backend,
+                           plain(options))
+    except (TypeError, ValueError):  # the loader itself reports a bad model name
+        return None
+
+
+def records_spec(backend: str) -> Callable:
+    """Wrap an encoder's ``from_pretrained`` so the encoder it returns carries the ``spec``
+    of the call that built it (``spec_of_call``)."""
+    def wrap(loader: Callable) -> Callable:
+        @functools.wraps(loader)
+        def from_pretrained(*args: Any, **kwargs: Any):
+            spec = spec_of_call(loader, backend, args, kwargs)
+            encoder = loader(*args, **kwargs)
+            encoder.spec = spec
+            return encoder
+        return from_pretrained
+    return wrap
