@@ -8,20 +8,23 @@ import sys
 _OPT = {"batch": 16, "seq": 128}  # default tuning shapes when the max allows them
 
 
-def _load_kwargs(args: argparse.Namespace) -> dict:
-    kwargs = dict(gguf_file=args.gguf_file, pooling=args.pooling, max_length=args.max_length,
-                  enable_bidirectional=not getattr(args, "causal", False))  # refused later
-    if args.device:
-        kwargs["device"] = args.device
-    return kwargs
+def loader_options(args: argparse.Namespace) -> tuple[str, list[str], dict]:
+    """Model, adapters and loader options of the shared flags (``spec_from_args``); the
+    export's own --dtype default is applied by each command."""
+    from llm2vec_rag.flags import spec_from_args
+
+    spec = spec_from_args(args)
+    options = {k: v for k, v in spec.options.items() if k != "dtype"}
+    return spec.model, list(spec.adapters), options
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     """Merge the --adapter chain into --model and save a plain bidirectional model folder."""
     from .fuse import fuse_adapters
 
-    out = fuse_adapters(args.model, args.out, args.adapter, overwrite=args.overwrite,
-                        dtype=args.dtype or "float32", **_load_kwargs(args))
+    model, adapters, options = loader_options(args)
+    out = fuse_adapters(model, args.out, adapters, overwrite=args.overwrite,
+                        dtype=args.dtype or "float32", **options)
     print(f"fused model -> {out}", file=sys.stderr)
     return 0
 
@@ -31,11 +34,11 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     moved into place. --dtype float16 gives the fp16 (GPU) graph, --quantize int8 the CPU one."""
     from .onnx import export_onnx
 
-    out = export_onnx(args.model, args.out, args.adapter, dtype=args.dtype or "fp32",
+    model, adapters, options = loader_options(args)
+    out = export_onnx(model, args.out, adapters, dtype=args.dtype or "fp32",
                       quantize=args.quantize, external_data=args.external_data or None,
                       opset=args.opset, overwrite=args.overwrite, tolerance=args.tolerance,
-                      min_cosine=args.min_cosine,
-                      **_load_kwargs(args))
+                      min_cosine=args.min_cosine, **options)
     print(f"ONNX model -> {out}", file=sys.stderr)
     return 0
 
@@ -59,7 +62,7 @@ def cmd_tensorrt(args: argparse.Namespace) -> int:
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     """Register ``export {fuse,onnx,tensorrt}`` on the main parser. Exports load a PyTorch
     model, uncached, so the shared flags come without --onnx and --cache."""
-    from llm2vec_rag.cli import model_flags as shared_flags
+    from llm2vec_rag.flags import model_flags as shared_flags
 
     model_flags = shared_flags(onnx=False, cache=False)
     export = subparsers.add_parser("export", help="fuse adapters, export to ONNX / TensorRT")

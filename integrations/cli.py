@@ -84,7 +84,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such file or folder")
-    from llm2vec_rag.cli import load_encoder
+    from llm2vec_rag.flags import spec_from_args
 
     hnsw = {k: v for k, v in (("m", args.hnsw_m), ("ef_construct", args.hnsw_ef_construct))
             if v is not None}
@@ -98,7 +98,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                                  payload_indexes=_payload_indexes(args.payload_index)),
                   file=sys.stderr)
             return 0
-        with _indexer(args, load_encoder(args), distance=args.distance, on_disk=args.on_disk,
+        encoder = spec_from_args(args).load()
+        with _indexer(args, encoder, distance=args.distance, on_disk=args.on_disk,
                       hnsw=hnsw or None, quantization=args.quantization,
                       shard_number=args.shards, replication_factor=args.replicas,
                       payload_indexes=_payload_indexes(args.payload_index),
@@ -123,11 +124,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ValueError(f"--filter {spec!r}: expected KEY=VALUE (a metadata key)")
         flt.setdefault(key, []).append(value)
-    from llm2vec_rag.cli import load_encoder
+    from llm2vec_rag.flags import spec_from_args
 
     try:
         client = _existing_collection(args)  # before the model loads: a typo fails at once
-        with _indexer(args, load_encoder(args), client=client, distance=args.distance,
+        with _indexer(args, spec_from_args(args).load(), client=client, distance=args.distance,
                       oversampling=args.oversampling) as indexer:
             hits = indexer.search(args.query, k=args.k, filter=flt or None,
                                   instruction=args.instruction,

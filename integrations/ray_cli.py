@@ -24,14 +24,10 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    """The spec the shared model flags describe (as ``llm2vec_rag.cli.load_encoder`` loads)."""
-    from llm2vec_rag.spec import EncoderSpec
+    """Deprecated alias of ``llm2vec_rag.flags.spec_from_args`` (the one mapping)."""
+    from llm2vec_rag.flags import spec_from_args as shared
 
-    if getattr(args, "onnx", False):
-        return EncoderSpec(args.model, (), "onnx", {"device": args.device})
-    return EncoderSpec(args.model, tuple(args.adapter), "torch", dict(
-        gguf_file=args.gguf_file, pooling=args.pooling, max_length=args.max_length,
-        dtype=args.dtype, enable_bidirectional=False if args.causal else None))
+    return shared(args)
 
 
 def index_with_ray(args: argparse.Namespace, paths: list[Path], **collection_options):

@@ -10,9 +10,12 @@ Raising them once with ``mallopt`` is what jemalloc or tcmalloc (``LD_PRELOAD``,
 ``python -m torch.backends.xeon.run_cpu`` sets up) do by design, without a preload.
 
 The cost: freed memory up to ``TRIM_THRESHOLD`` stays in the process (its resident size stays
-near the largest batch's peak). Set ``LLM2VEC_RAG_MALLOC=default`` to leave glibc as it is;
-malloc settings of your own (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``, a jemalloc or
-tcmalloc in ``LD_PRELOAD``) are left alone too.
+near the largest batch's peak). Malloc settings are the whole process's, so the library
+never changes them on its own: the ``llm2vec-rag`` command (encode, index, serve, ...) turns
+the tuning on for its process (``LLM2VEC_RAG_MALLOC=default`` keeps glibc as it is there);
+library users opt in with ``LLM2VEC_RAG_MALLOC=tuned`` (applied when an encoder is put on the
+CPU) or by calling ``retain_freed_memory()``. Malloc settings of your own (``MALLOC_*_``
+variables, ``GLIBC_TUNABLES``, a jemalloc or tcmalloc in ``LD_PRELOAD``) are left alone.
 """
 
 from __future__ import annotations
@@ -29,21 +32,28 @@ MMAP_THRESHOLD = 32 << 20  # glibc's upper limit on 64-bit: blocks above it are 
 TRIM_THRESHOLD = 512 << 20
 TOP_PAD = 64 << 20
 _OWN_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+ENV = "LLM2VEC_RAG_MALLOC"
+CHOICES = {"tuned": True, "retain": True, "default": False}  # "retain": the earlier name
+
+
+def tune_from_env(default: str = "default") -> bool:
+    """``retain_freed_memory()`` if ``LLM2VEC_RAG_MALLOC`` (else ``default``) is ``tuned``;
+    True when the thresholds are raised. Encoders on the CPU call it with the library's
+    default (leave malloc alone); the CLI and the server with ``default="tuned"``."""
+    choice = os.environ.get(ENV, "").strip().lower() or default
+    if choice not in CHOICES:
+        warnings.warn(f"{ENV}={choice!r} is not 'tuned' or 'default': leaving glibc's malloc "
+                      f"settings as they are", stacklevel=2)
+        return False
+    return CHOICES[choice] and retain_freed_memory()
 
 
 @functools.cache
 def retain_freed_memory() -> bool:
-    """Raise glibc's trim and mmap thresholds once per process; True when they are raised.
-
-    False (and nothing changed) off glibc, when ``LLM2VEC_RAG_MALLOC`` is ``default`` (not
-    ``retain``, the default), or when the user's environment already sets malloc parameters.
+    """Raise glibc's trim and mmap thresholds once per process (an explicit opt-in for the
+    whole process); True when they are raised. False (and nothing changed) off glibc, or when
+    the user's environment already sets malloc parameters.
     """
-    choice = os.environ.get("LLM2VEC_RAG_MALLOC", "retain").strip().lower() or "retain"
-    if choice != "retain":
-        if choice != "default":
-            warnings.warn(f"LLM2VEC_RAG_MALLOC={choice!r} is not 'retain' or 'default': "
-                          f"leaving glibc's malloc settings as they are", stacklevel=2)
-        return False
     preload = os.environ.get("LD_PRELOAD", "")
     if any(name in os.environ for name in _OWN_SETTINGS) or \
             "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") or \

@@ -3,90 +3,42 @@
 ``encode`` lives here. The other parts register their own subcommands through an
 ``add_commands(subparsers, model_flags)`` function in their package's ``cli`` module
 (``llm2vec_rag.integrations.cli``: index/search, ``llm2vec_rag.export.cli``: export,
-``llm2vec_rag.training.cli``: train), so each command sits beside the code it drives.
+``llm2vec_rag.training.cli``: train, ``llm2vec_rag.serve.cli``: serve), so each command sits
+beside the code it drives. The flags they share, and the one mapping from flags to an
+``EncoderSpec``, are in ``llm2vec_rag.flags``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
-from .config import _POOLING_ALIASES, POOLING_MODES
 from .files import read_jsonl, read_lines
-
-COMMAND_MODULES = ("llm2vec_rag.integrations.cli", "llm2vec_rag.export.cli",
-                   "llm2vec_rag.training.cli", "llm2vec_rag.serve.cli")
-
-
-POOLING_CHOICES = (*POOLING_MODES, *_POOLING_ALIASES)
-
-
-def model_flags(onnx: bool = True, cache: bool = True) -> argparse.ArgumentParser:
-    """Flags shared by every command that loads a model. ``onnx`` / ``cache``: offer
-    --onnx / --cache (only where the command's loading uses them)."""
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=None,
-                   help="hub id, local folder, or path to a .gguf file (default: the bundled "
-                        "default model, SmolLM2-135M + its MNTP/SimCSE adapters)")
-    g.add_argument("--adapter", action="append", default=[],
-                   help="LoRA adapter folder or hub id; repeat to apply several in order")
-    g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
-    g.add_argument("--pooling", default=None, choices=POOLING_CHOICES, metavar="POOLING",
-                   help="mean|weighted_mean|eos|last|bos (default: saved config, else mean)")
-    g.add_argument("--max-length", type=int, default=None,
-                   help="most tokens per text, instruction included; longer texts are cut "
-                        "at the end (default: saved config, else 512)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
-    g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: auto)")
-    g.add_argument("--causal", action="store_true",
-                   help="keep causal attention (the LLM2Vec ablation's baseline)")
-    if onnx:
-        g.add_argument("--onnx", action="store_true",
-                       help="--model is an exported ONNX folder: run it with ONNX Runtime")
-    if cache:
-        g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                       help="keep the merged base + adapters in the model cache "
-                            "($LLM2VEC_RAG_CACHE, else ~/.cache/llm2vec_rag) for fast "
-                            "reloads (default: on for the bundled default model, off "
-                            "otherwise)")
-    return p
-
-
-def use_default_model(args: argparse.Namespace) -> None:
-    """No --model: the bundled default domain model (its base GGUF, its adapters first)."""
-    if getattr(args, "model", "") is not None or not hasattr(args, "adapter"):
-        return
-    if getattr(args, "onnx", False):
-        raise ValueError("--onnx needs --model: the folder written by `llm2vec-rag export onnx`")
-    from .default_model import DEFAULT_ADAPTERS, smollm2_gguf
-
-    args.model, args.adapter = smollm2_gguf(), DEFAULT_ADAPTERS + args.adapter
-    if getattr(args, "cache", None) is None:
-        args.cache = True  # a fused copy of this small model loads in ~2 s instead of ~25 s
+from .flags import (  # noqa: F401 - model_flags, use_default_model: public here too
+    POOLING_CHOICES,
+    model_flags,
+    spec_from_args,
+    use_default_model,
+)
 
 
 def load_encoder(args: argparse.Namespace):
-    """The encoder the shared model flags describe (PyTorch, or ONNX Runtime with --onnx)."""
-    return encoder_spec(args).load()
+    """Deprecated: ``spec_from_args(args).load()`` (``llm2vec_rag.flags``)."""
+    warnings.warn("llm2vec_rag.cli.load_encoder is deprecated: use "
+                  "llm2vec_rag.flags.spec_from_args(args).load()", DeprecationWarning,
+                  stacklevel=2)
+    return spec_from_args(args).load()
 
 
 def encoder_spec(args: argparse.Namespace, **options):
-    """The ``EncoderSpec`` of the shared model flags (``options``: extra loader arguments)."""
-    from .spec import EncoderSpec
-
-    if getattr(args, "onnx", False):
-        return EncoderSpec(str(args.model), tuple(args.adapter), "onnx",
-                           dict(device=args.device, **options))
-    return EncoderSpec(str(args.model), tuple(args.adapter), "torch", dict(
-        gguf_file=args.gguf_file, pooling=args.pooling, max_length=args.max_length,
-        device=args.device, dtype=args.dtype,
-        enable_bidirectional=False if args.causal else None,
-        cache=bool(getattr(args, "cache", False)) or None, **options))
+    """Deprecated name of ``llm2vec_rag.flags.spec_from_args``."""
+    warnings.warn("llm2vec_rag.cli.encoder_spec is deprecated: use "
+                  "llm2vec_rag.flags.spec_from_args", DeprecationWarning, stacklevel=2)
+    return spec_from_args(args, **options)
 
 
 def read_texts(path: str, field: str = "text") -> Iterator[str]:
@@ -127,7 +79,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if args.output == "-":
         args.output = None
     texts = list(read_texts(args.input, args.field))
-    encoder = load_encoder(args)
+    encoder = spec_from_args(args).load()
     vectors = encoder.encode(texts, instruction=args.instruction, batch_size=args.batch_size,
                              normalize=args.normalize, show_progress=None,
                              max_batch_tokens=args.max_batch_tokens)
@@ -172,24 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="write unit-length vectors")
     p.set_defaults(func=cmd_encode)
 
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:  # that part is not written/installed yet
-            if err.name != name:
-                raise
-            continue
-        if hasattr(module, "add_commands"):
-            module.add_commands(sub, flags)
+    from llm2vec_rag.export import cli as export_cli
+    from llm2vec_rag.integrations import cli as integrations_cli
+    from llm2vec_rag.training import cli as training_cli
+
+    from .serve import cli as serve_cli
+
+    for module in (integrations_cli, export_cli, training_cli, serve_cli):
+        module.add_commands(sub, flags)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input and environment problems (``ValueError``: a flag or a
+    record; ``OSError``: files, network; ``RuntimeError``: a missing extra or device) end
+    with one line and exit code 2, as argparse's own usage errors do; anything else (a
+    ``TypeError`` or ``KeyError`` is a bug) shows its traceback. ``LLM2VEC_RAG_DEBUG=1``
+    shows the traceback of every error."""
+    from .allocator import tune_from_env
+
     args = build_parser().parse_args(argv)
+    tune_from_env(default="tuned")  # a CLI process owns its allocator: keep freed memory
     try:
         use_default_model(args)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: files, network
+    except (ValueError, OSError, RuntimeError) as err:
+        if os.environ.get("LLM2VEC_RAG_DEBUG"):
+            raise
         print(f"llm2vec-rag {args.command}: error: {err}", file=sys.stderr)
         return 2
 

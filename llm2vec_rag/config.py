@@ -11,7 +11,8 @@ CONFIG_NAME = "llm2vec_config.json"
 
 POOLING_MODES = ("mean", "weighted_mean", "eos", "last", "bos")
 # Names the reference implementation writes into its llm2vec_config.json.
-_POOLING_ALIASES = {"eos_token": "eos", "last_token": "last", "bos_token": "bos"}
+POOLING_ALIASES = {"eos_token": "eos", "last_token": "last", "bos_token": "bos"}
+_POOLING_ALIASES = POOLING_ALIASES  # earlier name
 # llm2vec 0.2.3's other encoder keys (its from_pretrained kwargs and llm2vec_config.json),
 # mapped by resolve_reference_keys.
 REFERENCE_KEYS = ("skip_instruction", "doc_max_length")
@@ -58,7 +59,7 @@ def split_prompts(prompts: dict[str, str] | None, query_instruction: str | None,
 
 def check_pooling(pooling: str) -> str:
     """Accept our names and the reference's (``eos_token`` ...); reject anything else clearly."""
-    pooling = _POOLING_ALIASES.get(pooling, pooling)
+    pooling = POOLING_ALIASES.get(pooling, pooling)
     if pooling not in POOLING_MODES:
         raise ValueError(
             f"Unknown pooling {pooling!r}. Choose one of {', '.join(POOLING_MODES)} "

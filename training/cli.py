@@ -44,7 +44,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     JSONL title/text or question/answer, dictd terms and definitions, man-page NAME lines
     and DESCRIPTION, Q:/A: text. Hard negatives and the consistency filter use the encoder
     of the model flags (default: the bundled model). Prints the report as JSON."""
-    from llm2vec_rag.cli import load_encoder
+    from llm2vec_rag.flags import spec_from_args
 
     from .pairs import PairSettings, build_pairs
 
@@ -54,7 +54,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         consistency_k=args.consistency_k, duplicate_cosine=args.duplicate_cosine,
         duplicate_overlap=args.duplicate_overlap, max_negative_ratio=args.max_negative_ratio,
         instruction=args.instruction, seed=args.seed, batch_size=args.batch_size)
-    report = build_pairs(args.sources, args.output, lambda: load_encoder(args), settings,
+    report = build_pairs(args.sources, args.output, lambda: spec_from_args(args).load(), settings,
                          dataset=args.dataset)
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
@@ -66,13 +66,13 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Lee similarity (default), retrieval on a BEIR folder (--beir), or MTEB tasks (--mteb)."""
-    from llm2vec_rag.cli import load_encoder
+    from llm2vec_rag.flags import spec_from_args
 
     from .evaluate import lee_spearman, read_lee
 
     if not (args.beir or args.mteb):
         read_lee(args.data_dir, flag="--data-dir")  # missing data: say so before the model loads
-    encoder = load_encoder(args)
+    encoder = spec_from_args(args).load()
     if args.beir:
         return _eval_beir(args, encoder)
     if args.mteb:
@@ -111,12 +111,12 @@ def cmd_soup(args: argparse.Namespace) -> int:
     document similarity). The model flags name the model they were trained on (--model and
     its --adapter chain, e.g. the MNTP and SimCSE adapters); the soup is applied after that
     chain, as its ingredients were."""
-    from llm2vec_rag.cli import load_encoder
+    from llm2vec_rag.flags import spec_from_args
 
     from .soup import check_ingredients, soup_adapters
 
     check_ingredients(args.adapters, args.weights)  # before the model loads
-    model = load_encoder(args).model
+    model = spec_from_args(args).load().model
     out = soup_adapters(model, args.adapters, args.weights, args.output, args.adapter_dtype)
     print(f"soup adapter written to {out}", file=sys.stderr)
     return 0
@@ -208,7 +208,7 @@ def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
 
 
 def _add_soup_command(stages) -> None:
-    from llm2vec_rag.cli import model_flags as shared_flags
+    from llm2vec_rag.flags import model_flags as shared_flags
 
     from .config import ADAPTER_DTYPES
 

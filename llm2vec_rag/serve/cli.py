@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as err:
         raise RuntimeError(f"serve needs the [serve] extra ({err.name} is missing): "
                            f"pip install 'llm2vec-rag[serve]'") from None
-    from ..cli import encoder_spec
+    from ..flags import spec_from_args
 
     for flag in ("max_batch_tokens", "max_client_batch", "max_queue", "max_chars",
                  "max_body_bytes"):
@@ -42,9 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              f"{getattr(args, flag)}")
     if args.max_wait_ms < 0:
         raise ValueError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
-    options = {"query_instruction": args.query_instruction,
-               "document_instruction": args.document_instruction}
-    spec = encoder_spec(args, **options)
+    spec = spec_from_args(args)  # --query-instruction / --document-instruction included
     key = os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(
         model_name=served_name(args), max_batch_tokens=args.max_batch_tokens,
