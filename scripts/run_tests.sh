@@ -8,6 +8,7 @@ if [ "${SKIP_REFERENCE:-0}" != "1" ]; then
   bash scripts/setup_reference_env.sh
 fi
 .venv/bin/ruff check .
+bash scripts/lint_imports.sh
 set +e
 .venv/bin/python -m pytest -q -rs "$@"
 rc=$?
