@@ -17,16 +17,13 @@ import argparse
 import bz2
 import json
 import os
-import shutil
 import time
 import xml.etree.ElementTree as ET
 
-import yaml
+from llm2vec_rag.training.bundle import bundle, name_base_by_file  # noqa: F401 (importable here)
 
 WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_WORDS = 20  # paragraphs shorter than this are list items, captions, leftovers
-BUNDLE_FILES = ("adapter_config.json", "adapter_model.safetensors", "llm2vec_config.json",
-                "training_config.yaml", "training_log.csv", "loss_curve.png")
 
 
 def wiki_paragraphs(path: str) -> list[str]:
@@ -55,45 +52,6 @@ def prepare_corpus(data_dir: str, out_path: str) -> str:
     print(f"corpus: {len(texts)} paragraphs, {sum(len(t.split()) for t in texts)} words "
           f"-> {out_path}")
     return out_path
-
-
-def name_base_by_file(adapter_dir: str, base: str) -> None:
-    """The adapter's recorded base model by file name, not this machine's path (what the
-    bundled adapters record, and what tests/test_default_model.py checks)."""
-    path = os.path.join(adapter_dir, "adapter_config.json")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    config["base_model_name_or_path"] = os.path.basename(base)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
-
-
-def bundle(stage_dir: str, dest: str, base: str) -> str:
-    """The shipped form of a stage's adapter: float16 weights (half the bytes), the base named
-    by file name instead of this machine's path, the settings and loss curve beside it."""
-    from llm2vec_rag.default_model import QUERY_INSTRUCTION
-    from llm2vec_rag.training.trainer import cast_adapter
-
-    os.makedirs(dest, exist_ok=True)
-    for name in BUNDLE_FILES:
-        shutil.copy2(os.path.join(stage_dir, name), dest)
-    cast_adapter(dest, "float16")
-    name_base_by_file(dest, base)
-    path = os.path.join(dest, "training_config.yaml")
-    with open(path, encoding="utf-8") as f:
-        settings = yaml.safe_load(f)
-    settings["model"] = os.path.basename(settings["model"])
-    # the adapters it was trained on, by their folder names in the bundle
-    settings["adapters"] = [os.path.basename(a.rstrip("/")) for a in settings.get("adapters") or []]
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(settings, f, sort_keys=False)
-    path = os.path.join(dest, "llm2vec_config.json")  # the query instruction it is used with
-    with open(path, encoding="utf-8") as f:
-        encoder_config = json.load(f)
-    encoder_config["query_instruction"] = QUERY_INSTRUCTION
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(encoder_config, f, indent=2)
-    return dest
 
 
 def ablation(model: str, mntp: str, simcse: str, data_dir: str) -> list[dict]:

@@ -75,12 +75,8 @@ $CLI train supervised --config supervised-cpu "model=$GGUF" "adapters=[$MNTP, $S
   "save_steps=${SAVE_STEPS:-40}" save_total_limit=5 logging_steps=5 report_to=none \
   adapter_dtype=float16 "query_instruction=$QUERY_INSTRUCTION" "$@"
 if [ -n "${BUNDLE_TO:-}" ]; then
-  .venv/bin/python - "$OUT/supervised" "$BUNDLE_TO" "$GGUF" <<'PY'
-import sys
-sys.path.insert(0, "examples")
-from train_domain_model import bundle
-print("bundled:", bundle(*sys.argv[1:]))
-PY
+  $CLI train bundle "$OUT/supervised" -o "$BUNDLE_TO" --base "$GGUF" \
+    --query-instruction "$QUERY_INSTRUCTION"
 fi
 [ "${SKIP_EVAL:-0}" = 1 ] && exit 0
 RESULTS=$OUT/results.jsonl

@@ -35,14 +35,6 @@ RESULTS=$OUT/results.jsonl
 RESULTS=$RESULTS SETTING=soup bash scripts/eval_model.sh --adapter "$MNTP" --adapter "$SIMCSE" \
   --adapter "$OUT/soup"
 if [ -n "${BUNDLE_TO:-}" ]; then  # the shipped form: the base named by file name, no PEFT card
-  mkdir -p "$BUNDLE_TO"
-  cp "$OUT"/soup/{adapter_config.json,adapter_model.safetensors,llm2vec_config.json,soup.json} \
-    "$BUNDLE_TO"
-  .venv/bin/python - "$BUNDLE_TO" "$GGUF" <<'PY'
-import sys
-sys.path.insert(0, "examples")
-from train_domain_model import name_base_by_file
-name_base_by_file(*sys.argv[1:])
-PY
-  echo "bundled: $BUNDLE_TO"
+  .venv/bin/llm2vec-rag train bundle "$OUT/soup" -o "$BUNDLE_TO" --base "$GGUF" \
+    --keep-instruction
 fi

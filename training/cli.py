@@ -1,4 +1,4 @@
-"""``llm2vec-rag train {mntp,simcse,supervised,pairs,soup}`` and ``llm2vec-rag eval``.
+"""``llm2vec-rag train {mntp,simcse,supervised,pairs,soup,bundle}`` and ``llm2vec-rag eval``.
 
 Imports torch/transformers only when a command runs, so ``llm2vec-rag --help`` stays fast.
 """
@@ -122,6 +122,18 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Copy a trained adapter (a stage's output_dir, or a soup) into the form the package
+    ships: float16 weights, the base model named by file name instead of this machine's path,
+    the query instruction it is used with, its training settings, log and loss curve."""
+    from .bundle import bundle
+
+    instruction = None if args.keep_instruction else args.query_instruction
+    out = bundle(args.stage_dir, args.output, args.base, instruction, args.adapter_dtype)
+    print(f"bundled: {out}", file=sys.stderr)
+    return 0
+
+
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     """Register ``train`` (one subcommand per stage) and ``eval`` on the main parser."""
     from .config import PRESET_DIR  # no heavy imports: config.py needs only yaml
@@ -139,6 +151,7 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
         p.set_defaults(func=cmd_train)
     _add_pairs_command(stages, model_flags)
     _add_soup_command(stages)
+    _add_bundle_command(stages)
 
     p = subparsers.add_parser("eval", parents=[model_flags],
                               help="Lee similarity, BEIR retrieval or MTEB tasks",
@@ -225,3 +238,25 @@ def _add_soup_command(stages) -> None:
     p.add_argument("--adapter-dtype", default="float32", choices=ADAPTER_DTYPES,
                    help="dtype of the stored weights (float16: half the bytes)")
     p.set_defaults(func=cmd_soup)
+
+
+def _add_bundle_command(stages) -> None:
+    from llm2vec_rag.default_model import GGUF_NAME, QUERY_INSTRUCTION
+
+    from .config import ADAPTER_DTYPES
+
+    p = stages.add_parser("bundle", help="copy a trained adapter into its shipped form",
+                          description=cmd_bundle.__doc__)
+    p.add_argument("stage_dir", help="the stage's output_dir (or a soup's -o folder)")
+    p.add_argument("-o", "--output", required=True, help="folder for the bundled adapter")
+    p.add_argument("--base", default=GGUF_NAME,
+                   help="the model it was trained on; only its file name is recorded "
+                        f"(default {GGUF_NAME})")
+    p.add_argument("--query-instruction", default=QUERY_INSTRUCTION,
+                   help="query instruction written into its llm2vec_config.json (default: "
+                        "the bundled model's)")
+    p.add_argument("--keep-instruction", action="store_true",
+                   help="keep the stage's own query instruction")
+    p.add_argument("--adapter-dtype", default="float16", choices=ADAPTER_DTYPES,
+                   help="dtype of the stored weights (default float16: half the bytes)")
+    p.set_defaults(func=cmd_bundle)

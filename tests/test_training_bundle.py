@@ -1,0 +1,67 @@
+"""``llm2vec-rag train bundle``: a trained stage's adapter in the form the package ships it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from safetensors import safe_open
+
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.cli import main
+from llm2vec_rag.default_model import QUERY_INSTRUCTION
+from tiny import CORPUS, make_lora_adapter
+
+
+@pytest.fixture
+def stage(tiny_model_dir, tmp_path):
+    """A stage's output_dir as training leaves it: float32 adapter, settings by full path."""
+    base = tiny_model_dir("llama")
+    out = make_lora_adapter(base, str(tmp_path / "run" / "supervised"), 5)
+    (tmp_path / "run" / "supervised" / "llm2vec_config.json").write_text(
+        json.dumps({"pooling": "mean", "query_instruction": "trained with this"}))
+    (tmp_path / "run" / "supervised" / "training_config.yaml").write_text(yaml.safe_dump(
+        {"model": "/home/someone/models/base.gguf",
+         "adapters": ["/home/someone/out/mntp/", "/home/someone/out/simcse"]}))
+    (tmp_path / "run" / "supervised" / "training_log.csv").write_text("step,loss\n1,0.5\n")
+    return base, out
+
+
+def dtypes(folder) -> set[str]:
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+        return {str(f.get_tensor(k).dtype) for k in f.keys()}  # noqa: SIM118
+
+
+def test_bundle_ships_half_precision_named_by_file(stage, tmp_path):
+    base, stage_dir = stage
+    dest = tmp_path / "bundle" / "supervised"
+    assert main(["train", "bundle", stage_dir, "-o", str(dest),
+                 "--base", "/home/someone/models/base.gguf"]) == 0
+    assert dtypes(dest) == {"torch.float16"}
+    adapter = json.loads((dest / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "base.gguf"
+    settings = yaml.safe_load((dest / "training_config.yaml").read_text())
+    assert settings["model"] == "base.gguf" and settings["adapters"] == ["mntp", "simcse"]
+    assert (dest / "training_log.csv").is_file()
+    config = json.loads((dest / "llm2vec_config.json").read_text())
+    assert config["query_instruction"] == QUERY_INSTRUCTION
+    # the shipped adapter encodes as the trained one, to float16 rounding
+    texts = CORPUS[:4]
+    trained = LLM2Vec.from_pretrained(base, adapters=[stage_dir], device="cpu").encode(texts)
+    shipped = LLM2Vec.from_pretrained(base, adapters=[str(dest)], device="cpu").encode(texts)
+    np.testing.assert_allclose(shipped, trained, atol=2e-3)
+
+
+def test_bundle_can_keep_the_stages_instruction_and_refuses_a_non_adapter(stage, tmp_path,
+                                                                         capsys):
+    _, stage_dir = stage
+    dest = tmp_path / "kept"
+    assert main(["train", "bundle", stage_dir, "-o", str(dest), "--keep-instruction"]) == 0
+    config = json.loads((dest / "llm2vec_config.json").read_text())
+    assert config["query_instruction"] == "trained with this"
+    assert main(["train", "bundle", str(tmp_path), "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_config.json" in err and "not a trained adapter folder" in err
+    assert not (tmp_path / "x").exists()
