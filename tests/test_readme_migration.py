@@ -1,5 +1,5 @@
-"""The README's "Coming from sentence-transformers, llm2vec 0.2.3 or TEI" snippets run as
-written, on a tiny model (``MODEL``), and their own asserts hold."""
+"""The snippets of docs/coming-from.md ("Coming from sentence-transformers, llm2vec 0.2.3 or
+TEI") run as written, on a tiny model (``MODEL``), and their own asserts hold."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import os
 import re
 import warnings
 
-README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+PAGE = os.path.join(os.path.dirname(__file__), "..", "docs", "coming-from.md")
 
 
 def migration_snippets() -> list[str]:
-    with open(README, encoding="utf-8") as f:
+    with open(PAGE, encoding="utf-8") as f:
         text = f.read()
-    start = text.index("## Coming from sentence-transformers, llm2vec 0.2.3 or TEI")
-    end = text.index("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
 def test_there_are_snippets():
@@ -27,7 +25,7 @@ def test_snippets_run(tiny_model_dir, tmp_path):
     for snippet in migration_snippets():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102
+            exec(compile(snippet, "docs/coming-from.md", "exec"), namespace)  # noqa: S102
     assert os.path.isfile(tmp_path / "saved" / "modules.json")
     assert namespace["model"].config.pooling == "eos"
 

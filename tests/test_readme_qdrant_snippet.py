@@ -1,4 +1,5 @@
-"""The README's Qdrant snippet, run as a user runs it: a fresh interpreter that exits cleanly."""
+"""The Qdrant snippet of docs/integrations.md, run as a user runs it: a fresh interpreter that
+exits cleanly."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
 
 
 def test_readme_qdrant_snippet_exits_without_traceback(tiny_model_dir, tmp_path):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), re.S)
     block = next(b for b in blocks if "QdrantIndexer(model" in b)
     assert "with QdrantIndexer(" in block  # closed on exit, not left to the interpreter
     (tmp_path / "docs").mkdir()
