@@ -263,6 +263,10 @@ class BaseEncoder:
                    for d, (doc, s) in enumerate(zip(docs, spans))]
         instruction = check_instruction(instruction)
         batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
+        if window_overlap is not None and (isinstance(window_overlap, bool) or not isinstance(
+                window_overlap, (int, np.integer)) or window_overlap < 0):
+            raise ValueError(f"window_overlap must be a number of tokens >= 0 or None, got "
+                             f"{window_overlap!r}")
         mode = self.config.pooling
         out = [np.zeros((len(s), self.dim), np.float32) for s in checked]
         todo = [d for d, s in enumerate(checked) if s]

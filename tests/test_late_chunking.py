@@ -92,7 +92,12 @@ def test_long_documents_are_covered_by_windows(tiny_model_dir):
     assert checked >= 4
     # a chunk longer than a window is split over windows, each token from its most central one
     everything = short.encode_chunks(long_doc, [(0, len(long_doc))])
-    assert everything.shape == (1, short.dim) and np.isfinite(everything).all()
+    states = {w: short.encode(long_doc[offsets[w[0]][0]: offsets[w[1] - 1][1]],
+                              output_value="token_embeddings")[0] for w in windows}
+    picked = [states[w][t - w[0]] for t in range(len(offsets))
+              for w in [max((w for w in windows if w[0] <= t < w[1]),
+                            key=lambda w, t=t: min(t - w[0], w[1] - 1 - t))]]
+    np.testing.assert_allclose(everything[0], np.mean(picked, axis=0), atol=1e-5)
 
 
 def test_window_plan_overlaps_and_covers():
@@ -122,6 +127,8 @@ def test_bad_spans_are_named(tiny_encoder):
         tiny_encoder.encode_chunks([DOC, OTHER], [[(0, 5)]])
     with pytest.raises(ValueError, match="holds no token"):
         tiny_encoder.encode_chunks("a    b", [(2, 4)])
+    with pytest.raises(ValueError, match="window_overlap"):
+        tiny_encoder.encode_chunks(DOC, [(0, 5)], window_overlap=-1)
 
 
 def test_documents_without_spans_cost_nothing(tiny_encoder):
@@ -141,3 +148,15 @@ def test_onnx_late_chunking_matches_pytorch(llama, llama_onnx):
     spans = sentence_spans(DOC)
     np.testing.assert_allclose(onnx.encode_chunks(DOC, spans), llama.encode_chunks(DOC, spans),
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "eos"])
+def test_byte_level_tokenizer_without_bos(tiny_model_dir, pooling):
+    """SmolLM2-like tokenizers: tokens carry their leading space and no BOS is added."""
+    encoder = LLM2Vec.from_pretrained(tiny_model_dir("qwen2", "bytelevel"), pooling=pooling)
+    for instruction in (None, "Represent the passage"):
+        got = encoder.encode_chunks(DOC, [(0, len(DOC))], instruction=instruction)
+        np.testing.assert_allclose(got, encoder.encode(DOC, instruction=instruction),
+                                   atol=1e-5)
+    spans = sentence_spans(DOC)
+    assert encoder.encode_chunks(DOC, spans).shape == (len(spans), encoder.dim)

@@ -136,3 +136,31 @@ def test_pool_returns_the_same_token_embeddings(tiny_model_dir):
     for g, w, o in zip(got, want, offsets):
         np.testing.assert_allclose(g, w, atol=1e-5)
         assert len(o) == len(g)
+
+
+@pytest.mark.parametrize("arch,kind", [("qwen2", "bytelevel"), ("gemma", "whitespace")])
+def test_other_tokenizers_keep_the_invariant_and_the_offsets(tiny_model_dir, arch, kind):
+    """Byte-level BPE without BOS (SmolLM2/Qwen-like; a token carries its leading space) and
+    Gemma's BOS: offsets stay inside the text, the mean stays the sentence vector."""
+    encoder = LLM2Vec.from_pretrained(tiny_model_dir(arch, kind))
+    for instruction in (None, "Represent the passage"):
+        tokens, offsets = encoder.encode(TEXTS, instruction=instruction,
+                                         output_value="token_embeddings", return_offsets=True)
+        sentences = encoder.encode(TEXTS, instruction=instruction)
+        for text, t, off, s in zip(TEXTS, tokens, offsets, sentences):
+            np.testing.assert_allclose(t.mean(axis=0), s, atol=1e-5)
+            assert off.min() >= 0 and off.max() <= len(text) and off[-1, 1] == len(text)
+            assert text[off[0, 0]: off[-1, 1]].strip() == text.strip()
+
+
+@pytest.mark.slow
+def test_smollm2_mean_of_tokens_is_the_sentence_vector(smollm2):
+    texts = TEXTS[:3]
+    tokens, offsets = smollm2.encode(texts, output_value="token_embeddings",
+                                     return_offsets=True)
+    for text, t, off, s in zip(texts, tokens, offsets, smollm2.encode(texts)):
+        np.testing.assert_allclose(t.mean(axis=0), s, atol=1e-4)
+        assert off[-1, 1] == len(text)
+    spans = [(0, len(texts[0]))]
+    np.testing.assert_allclose(smollm2.encode_chunks(texts[0], spans),
+                               smollm2.encode(texts[0]), atol=1e-4)
