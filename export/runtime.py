@@ -131,7 +131,7 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
     def forward_batch(self, batch: Batch) -> np.ndarray:
         return self._forward(batch, self.output_name)
 
-    def _forward_tokens(self, batch: Batch) -> np.ndarray:
+    def forward_tokens(self, batch: Batch) -> np.ndarray:
         if TOKENS_NAME not in self.output_names:
             raise ValueError(
                 f"{self.model_path or 'this graph'} has no {TOKENS_NAME!r} output (exported "

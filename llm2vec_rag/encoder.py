@@ -3,7 +3,7 @@
 Everything except the forward pass lives here: input checks, tokenization with the
 instruction mask, length-sorted batching, order restoration, normalisation, progress.
 Subclasses implement ``forward_batch`` (a padded batch -> float32 [B, D]) and, for token
-embeddings and late chunking, ``_forward_tokens`` (-> the last hidden states, float32 [B, T, D]).
+embeddings and late chunking, ``forward_tokens`` (-> the last hidden states, float32 [B, T, D]).
 This module imports neither its subclasses nor the worker pool: ``MultiProcessMixin``
 (``pool``) adds ``start_multi_process_pool`` to the concrete encoders.
 """
@@ -110,7 +110,9 @@ class BaseEncoder:
         """Deprecated name of ``forward_batch``."""
         return self.forward_batch(batch)
 
-    def _forward_tokens(self, batch: Batch) -> np.ndarray:
+    def forward_tokens(self, batch: Batch) -> np.ndarray:
+        """One padded batch -> float32 ``[B, T, D]`` last hidden states, the states pooling
+        reads: token embeddings and late chunking select from them (``text_tokens``)."""
         raise NotImplementedError(f"{type(self).__name__} has no token outputs")
 
     def encode(
@@ -216,7 +218,7 @@ class BaseEncoder:
             tokens: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
             with self._lock:
                 self._warn_truncated(encoded)
-                for batch, hidden in self._run_batches(encoded, self._forward_tokens,
+                for batch, hidden in self._run_batches(encoded, self.forward_tokens,
                                                        batch_size, show_progress,
                                                        max_batch_tokens):
                     for row, i in enumerate(batch.index):
@@ -282,7 +284,7 @@ class BaseEncoder:
                 rows += late_chunking.window_rows(enc, plans[k])
                 owner += [(k, w) for w in range(len(plans[k]))]
             states: list[list] = [[None] * len(p) for p in plans]
-            for batch, hidden in self._run_batches(rows, self._forward_tokens, batch_size,
+            for batch, hidden in self._run_batches(rows, self.forward_tokens, batch_size,
                                                    show_progress, max_batch_tokens):
                 for row, i in enumerate(batch.index):
                     k, w = owner[i]

@@ -328,7 +328,7 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
         return vectors.float().cpu().numpy()
 
     @torch.inference_mode()
-    def _forward_tokens(self, batch: Batch) -> np.ndarray:
+    def forward_tokens(self, batch: Batch) -> np.ndarray:
         module = getattr(self.module, "_orig_mod", self.module)  # eager: shapes vary per call
         hidden = module.hidden_states(torch.from_numpy(batch.input_ids).to(self.device),
                                       torch.from_numpy(batch.attention_mask).to(self.device))
