@@ -160,3 +160,20 @@ def test_byte_level_tokenizer_without_bos(tiny_model_dir, pooling):
                                    atol=1e-5)
     spans = sentence_spans(DOC)
     assert encoder.encode_chunks(DOC, spans).shape == (len(spans), encoder.dim)
+
+
+def test_the_encode_pages_snippet_runs(tiny_encoder):
+    """docs/encode.md's token-embeddings snippet, as written, on a tiny model."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "encode.md").read_text("utf-8")
+    section = page.split("## Token embeddings and late chunking", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope = {"model": tiny_encoder}
+    exec(compile(code, "docs/encode.md", "exec"), scope)
+    assert scope["chunks"].shape == (2, tiny_encoder.dim)
+    assert [len(a) for a in scope["many"]] == [2, 1]
+    assert scope["offsets"][0][-1, 1] == len(scope["doc"])
+    doc, (start, end) = scope["doc"], scope["spans"][0]
+    assert doc[start:end] == "Qdrant stores vectors."
