@@ -35,6 +35,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "reference"))
 from common import (  # noqa: E402
     ROOT,
+    WORKDIR,
     corpus,
     linear_ceiling_tokens_s,
     matmul_peak_gflops,
@@ -186,7 +187,7 @@ def main() -> None:
                    help=f"our variants to run, of {sorted(OURS)}, or JSON {{label: options}}")
     p.add_argument("--no-ref", action="store_true", help="only our variants")
     p.add_argument("--profile", action="store_true", help="profile ours (each variant), no timing")
-    p.add_argument("--workdir", default="/tmp/bench-encode", help="model folders (reused)")
+    p.add_argument("--workdir", default=WORKDIR, help="model folders (reused)")
     p.add_argument("--json-out", default=None)
     p.add_argument("--ref-python", default=os.path.join(ROOT, ".venv-ref", "bin", "python"))
     p.add_argument("--worker", choices=["ours", "ref"])

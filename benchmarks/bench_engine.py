@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import corpus  # noqa: E402
+from common import WORKDIR, corpus  # noqa: E402
 from llm2vec_rag.similarity import similarity_pairwise  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main() -> int:
     p.add_argument("--texts", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default="sdpa,eager")
-    p.add_argument("--folder", default="/tmp/bench-encode/smollm2",
+    p.add_argument("--folder", default=os.path.join(WORKDIR, "smollm2"),
                    help="model folder (written by bench_encode.py --workdir)")
     args = p.parse_args()
     warnings.simplefilter("ignore")

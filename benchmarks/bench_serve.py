@@ -6,7 +6,7 @@ cores. For each concurrency level, clients send requests back to back for ``--se
 (after a warm-up) and we report requests/s and p50/p99 latency.
 
     .venv/bin/python benchmarks/bench_serve.py --backend torch
-    .venv/bin/python benchmarks/bench_serve.py --backend onnx --onnx-dir /tmp/onnx-default
+    .venv/bin/python benchmarks/bench_serve.py --backend onnx --onnx-dir out/onnx-default
 """
 
 from __future__ import annotations

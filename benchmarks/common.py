@@ -9,6 +9,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data", "gensim")
+# Model folders and corpora the encode benchmarks write once and reuse (out/ is not tracked).
+WORKDIR = os.path.join(ROOT, "out", "bench-encode")
 
 
 def smollm2_gguf() -> str:

@@ -6,7 +6,7 @@
     .venv-ref/bin/python benchmarks/page_faults.py ref 32       # llm2vec 0.2.3
 
 Run ``bench_encode.py --corpus long --texts 32`` once first: it writes the model folders and
-the corpus to /tmp/bench-encode. The counters (``getrusage``) cover a second, warm call.
+the corpus to out/bench-encode. The counters (``getrusage``) cover a second, warm call.
 """
 
 import json
@@ -18,7 +18,7 @@ import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "reference"))
-WORKDIR = "/tmp/bench-encode"
+WORKDIR = os.path.join(HERE, "..", "out", "bench-encode")  # bench_encode.py's default
 
 
 def main() -> None:
