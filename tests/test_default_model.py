@@ -71,8 +71,8 @@ def test_default_model_retrieves_better_than_the_unsupervised_stages(default_mod
     """The supervised stage is for retrieval: on held-out news (the Lee documents, first
     sentence -> the rest) it beats MNTP + SimCSE with the same instruction (measured nDCG@10
     0.9319 vs 0.8607), and it keeps Lee's document similarity above the unsupervised stages'
-    0.5885 (measured 0.6060; the retrieval-only run alone fell to 0.5655: benchmarks/README.md,
-    "A soup of two runs")."""
+    0.5885 (measured 0.6060; the retrieval-only run alone fell to 0.5655:
+    benchmarks/results/issue14/NOTES.md, "A soup of two runs")."""
     from llm2vec_rag import LLM2Vec
     from llm2vec_rag.default_model import QUERY_INSTRUCTION
     from llm2vec_rag.training import lee_spearman
