@@ -189,7 +189,7 @@ def load_model(
         kwargs["dtype"] = dtype
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    with _quiet_transformers():  # the LM head is unused, its "unexpected key" report is noise
+    with quiet_transformers():  # the LM head is unused, its "unexpected key" report is noise
         try:
             model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True,
                                                     **kwargs)
@@ -239,7 +239,7 @@ def reuse_gguf_reader():
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """transformers' info logs and bars off while a model loads or saves, plus the noise
     below; errors still show."""
     verbosity = hf_logging.get_verbosity()

@@ -13,28 +13,20 @@ from transformers import PreTrainedModel
 
 from .allocator import tune_from_env
 from .cache import load_or_build
-from .config import (
-    EncoderConfig,
-    check_pooling,
-    read_reference_keys,
-    resolve_reference_keys,
-    split_prompts,
-)
+from .config import EncoderConfig, split_prompts
 from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
 from .loading import (
-    _quiet_transformers,
-    adapter_base,
     apply_adapters,
     base_names,
     check_bidirectional,
-    find_file,
     load_model,
-    resolve_source,
+    quiet_transformers,
     reuse_gguf_reader,
 )
 from .pool import MultiProcessMixin
 from .pooling import pool
-from .preprocess import Batch, load_tokenizer, special_template
+from .preprocess import Batch, load_tokenizer
+from .resolve import ModelChain, pick_pooling, resolve_chain, resolve_settings
 from .spec import records_spec
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -129,11 +121,34 @@ def default_batch_tokens(model: PreTrainedModel) -> int:
     return max(4096, min(65536, 1 << (budget.bit_length() - 1)))
 
 
-def _save_fused(loaded: tuple, folder: str) -> None:
+PROOF_FILE = "bidirectional_proof.json"  # in a cache entry: the probe passed at its build
+
+
+def proof_record(attn_implementation: str | None) -> dict:
+    """What a recorded bidirectionality proof holds: the versions and attention kernel it
+    was made with (another transformers release or kernel is proven again)."""
+    import transformers
+
+    return {"transformers": transformers.__version__, "torch": torch.__version__,
+            "attn_implementation": attn_implementation}
+
+
+def _save_fused(loaded: tuple, folder: str, proof: dict | None) -> None:
     model, tokenizer = loaded
-    with _quiet_transformers():  # no "Writing model shards" bar on a first load
+    with quiet_transformers():  # no "Writing model shards" bar on a first load
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    if proof is not None:
+        with open(os.path.join(folder, PROOF_FILE), "w", encoding="utf-8") as f:
+            json.dump(proof, f)
+
+
+def _read_proof(folder: str) -> dict | None:
+    try:
+        with open(os.path.join(folder, PROOF_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):  # an entry from before proofs were recorded: prove again
+        return None
 
 
 def _load_fused(folder: str, base: str, bidirectional: bool, dtype: torch.dtype,
@@ -141,8 +156,51 @@ def _load_fused(folder: str, base: str, bidirectional: bool, dtype: torch.dtype,
     """A cache entry: plain safetensors weights and a saved tokenizer (no GGUF, no merge)."""
     model = load_model(folder, enable_bidirectional=bidirectional, dtype=dtype,
                        attn_implementation=attn_implementation)
-    model.config._name_or_path = base  # as an uncached load names it
+    model.config.name_or_path = base  # as an uncached load names it
     return model.to(device), load_tokenizer(folder)
+
+
+def load_weights(chain: ModelChain, device: torch.device, dtype: torch.dtype, *,
+                 enable_bidirectional: bool = True, attn_implementation: str | None = None,
+                 trust_remote_code: bool = False, cache: bool = False, name: str = "",
+                 **hub_kwargs) -> tuple[PreTrainedModel, object]:
+    """The chain's merged weights on ``device`` and its tokenizer, proven bidirectional.
+
+    With ``cache`` and every file local, from the fused-model cache (``llm2vec_rag.cache``):
+    built, proven and saved once, with the proof recorded in the entry, so a later load
+    skips the probe's forward pass (unless transformers, torch or the attention kernel
+    changed). Hub ids keep the hub's own cache; remote code is never copied elsewhere.
+    """
+    def build() -> tuple:
+        with reuse_gguf_reader():  # tokenizer, config and weights: one GGUF parse
+            tokenizer = load_tokenizer(chain.tokenizer_from[0],
+                                       gguf_file=chain.tokenizer_from[1],
+                                       trust_remote_code=trust_remote_code, **hub_kwargs)
+            model = load_model(chain.base, gguf_file=chain.gguf_file,
+                               enable_bidirectional=enable_bidirectional, dtype=dtype,
+                               attn_implementation=attn_implementation,
+                               trust_remote_code=trust_remote_code, **hub_kwargs)
+        model = apply_adapters(model.to(device), list(chain.adapters),
+                               base_names(chain.base, chain.gguf_file), **hub_kwargs)
+        if enable_bidirectional:
+            check_bidirectional(model, name)
+        return model, tokenizer
+
+    if not cache or trust_remote_code or not all(os.path.exists(f) for f in chain.files):
+        return build()
+    proof = proof_record(attn_implementation) if enable_bidirectional else None
+
+    def load(folder: str) -> tuple:
+        model, tokenizer = _load_fused(folder, chain.base, enable_bidirectional, dtype,
+                                       attn_implementation, device)
+        if enable_bidirectional and _read_proof(folder) != proof:
+            check_bidirectional(model, name)
+        return model, tokenizer
+
+    options = {"bidirectional": enable_bidirectional, "dtype": str(dtype),
+               "tokenizer_from_base": chain.tokenizer_from[0] == chain.base}
+    return load_or_build(chain.files, options, build=build, load=load,
+                         save=lambda loaded, folder: _save_fused(loaded, folder, proof))
 
 
 class LLM2Vec(MultiProcessMixin, BaseEncoder):
@@ -221,80 +279,23 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
         """
         query_instruction, document_instruction, prompts = split_prompts(
             prompts, query_instruction, document_instruction)
-        if pooling_mode is not None:
-            if pooling is not None and check_pooling(pooling) != check_pooling(pooling_mode):
-                raise ValueError(f"pooling={pooling!r} and pooling_mode={pooling_mode!r} "
-                                 "disagree: pass one of them (pooling_mode is llm2vec 0.2.3's "
-                                 "name for pooling)")
-            pooling = pooling_mode
+        pooling = pick_pooling(pooling, pooling_mode)
         if isinstance(adapters, (str, os.PathLike)):
             adapters = [adapters]
-        source, gguf_file = resolve_source(str(model_name_or_path), gguf_file, **hub_kwargs)
-        chain = [str(a) for a in (adapters or [])]
-        base = source
-        parent = None if gguf_file else adapter_base(source, **hub_kwargs)
-        tokenizer_from = (source, gguf_file)
-        if parent is not None:  # McGill-NLP layout: the "model" is itself an adapter
-            chain.insert(0, source)
-            base, gguf_file = resolve_source(parent, None, **hub_kwargs)  # may be a .gguf
-            own_tokenizer = find_file(source, "tokenizer_config.json", **hub_kwargs)
-            tokenizer_from = (source, None) if own_tokenizer else (base, gguf_file)
+        chain = resolve_chain(model_name_or_path, adapters, gguf_file, **hub_kwargs)
         device = pick_device(device)
-        torch_dtype = pick_dtype(dtype, device)
-
-        def build():
-            with reuse_gguf_reader():  # tokenizer, config and weights: one GGUF parse
-                tokenizer = load_tokenizer(tokenizer_from[0], gguf_file=tokenizer_from[1],
-                                           trust_remote_code=trust_remote_code, **hub_kwargs)
-                model = load_model(base, gguf_file=gguf_file,
-                                   enable_bidirectional=enable_bidirectional, dtype=torch_dtype,
-                                   attn_implementation=attn_implementation,
-                                   trust_remote_code=trust_remote_code, **hub_kwargs)
-            model = apply_adapters(model.to(device), chain, base_names(base, gguf_file),
-                                   **hub_kwargs)
-            return model, tokenizer
-
-        sources = [os.path.join(base, gguf_file) if gguf_file else base, *chain]
-        if cache and not trust_remote_code and all(os.path.exists(s) for s in sources):
-            model, tokenizer = load_or_build(
-                sources, {"bidirectional": enable_bidirectional, "dtype": str(torch_dtype),
-                          "tokenizer_from_base": tokenizer_from[0] == base},
-                build=build, save=_save_fused, load=lambda folder: _load_fused(
-                    folder, base, enable_bidirectional, torch_dtype, attn_implementation, device))
-        else:  # hub ids keep the hub's own cache; remote code is never copied elsewhere
-            model, tokenizer = build()
-        if enable_bidirectional:
-            check_bidirectional(model, str(model_name_or_path))
-
-        settings: dict = {}
-        reference: dict = {}
-        for folder in [base, *chain]:
-            if os.path.isdir(folder):
-                settings.update(EncoderConfig.read_dict(folder))
-                reference.update(read_reference_keys(folder))
-        given = dict(pooling=pooling, max_length=max_length,
-                     query_instruction=query_instruction,
-                     document_instruction=document_instruction)
-        settings.update({k: v for k, v in given.items() if v is not None})
-        if prompts:
-            settings["prompts"] = {**settings.get("prompts", {}), **prompts}
-        if max_length is not None:  # the caller's limit replaces a saved doc_max_length
-            reference.pop("doc_max_length", None)
-        given = dict(skip_instruction=skip_instruction, doc_max_length=doc_max_length)
-        reference.update({k: v for k, v in given.items() if v is not None})
-        if "pooling" in settings:
-            settings["pooling"] = check_pooling(settings["pooling"])
-        if reference:
-            lead, trail = special_template(tokenizer)
-            eos = int(settings.get("pooling") == "eos")
-            settings = resolve_reference_keys(settings, reference, lead + trail + eos)
-        encoder = cls(model, tokenizer, EncoderConfig(**settings), padding_side=padding_side)
+        model, tokenizer = load_weights(
+            chain, device, pick_dtype(dtype, device), enable_bidirectional=enable_bidirectional,
+            attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+            cache=cache, name=str(model_name_or_path), **hub_kwargs)
+        config = resolve_settings(
+            chain.folders, tokenizer, pooling=pooling, max_length=max_length,
+            query_instruction=query_instruction, document_instruction=document_instruction,
+            prompts=prompts, skip_instruction=skip_instruction, doc_max_length=doc_max_length)
+        encoder = cls(model, tokenizer, config, padding_side=padding_side)
         if compile:
             encoder.compile()
-        model_file = os.path.join(source, gguf_file) if gguf_file else source
-        encoder.source = json.dumps({"model": model_file,
-                                     "adapters": [str(a) for a in adapters or []],
-                                     "bidirectional": enable_bidirectional})
+        encoder.source = chain.source_record(adapters or [], enable_bidirectional)
         return encoder
 
     def _apply_pooling(self, pooling: str) -> None:

@@ -1,0 +1,89 @@
+"""``from_pretrained`` in three steps (resolve the chain, load the weights, resolve the
+settings), and the bidirectionality proof recorded once per fused-model cache entry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.model import PROOF_FILE, load_weights, pick_device
+from llm2vec_rag.resolve import resolve_chain, resolve_settings
+from tiny import CORPUS, make_lora_adapter
+
+
+@pytest.fixture(scope="module")
+def chain_dirs(tiny_model_dir, tmp_path_factory):
+    base = tiny_model_dir("llama")
+    return base, make_lora_adapter(base, str(tmp_path_factory.mktemp("steps") / "a"), 7)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+class Forwards:
+    """Counts module forward calls in this process (torch's global forward hook)."""
+
+    def __enter__(self):
+        self.n = 0
+
+        def hook(*_):
+            self.n += 1
+
+        self.handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_the_steps_build_what_from_pretrained_builds(chain_dirs):
+    base, adapter = chain_dirs
+    chain = resolve_chain(base, [adapter], None)
+    assert chain.base == base and chain.adapters == (adapter,) and chain.gguf_file is None
+    assert chain.files == [base, adapter]
+    device = pick_device("cpu")
+    model, tokenizer = load_weights(chain, device, torch.float32, name=base)
+    config = resolve_settings(chain.folders, tokenizer, pooling="weighted_mean",
+                              max_length=32, query_instruction="Find it")
+    stepwise = LLM2Vec(model, tokenizer, config)
+    whole = LLM2Vec.from_pretrained(base, [adapter], pooling="weighted_mean", max_length=32,
+                                    query_instruction="Find it", device="cpu")
+    assert stepwise.config == whole.config
+    np.testing.assert_allclose(stepwise.encode_queries(CORPUS[:3]),
+                               whole.encode_queries(CORPUS[:3]), atol=1e-6)
+    assert json.loads(whole.source)["adapters"] == [adapter]
+
+
+def test_reference_keys_and_pooling_mode_still_resolve(chain_dirs):
+    base, _ = chain_dirs
+    with pytest.raises(ValueError, match="disagree"):
+        LLM2Vec.from_pretrained(base, pooling="mean", pooling_mode="eos", device="cpu")
+    enc = LLM2Vec.from_pretrained(base, pooling_mode="weighted_mean", doc_max_length=40,
+                                  device="cpu")
+    assert enc.config.pooling == "weighted_mean" and enc.config.max_length > 40
+
+
+def test_a_cache_entry_is_proven_bidirectional_once(chain_dirs, cache_dir):
+    base, adapter = chain_dirs
+    with Forwards() as first:
+        built = LLM2Vec.from_pretrained(base, [adapter], cache=True, device="cpu")
+    assert first.n > 0  # the probe ran while building the entry
+    [entry] = [p for p in (cache_dir / "fused").iterdir() if p.is_dir()]
+    proof = json.loads((entry / PROOF_FILE).read_text())
+    assert proof["transformers"] and proof["attn_implementation"] is None
+    with Forwards() as again:
+        cached = LLM2Vec.from_pretrained(base, [adapter], cache=True, device="cpu")
+    assert again.n == 0  # loaded from the entry: no forward pass before the first encode
+    np.testing.assert_allclose(cached.encode(CORPUS[:3]), built.encode(CORPUS[:3]),
+                               atol=1e-6)
+    (entry / PROOF_FILE).write_text(json.dumps({**proof, "transformers": "0.0"}))
+    with Forwards() as other_release:
+        LLM2Vec.from_pretrained(base, [adapter], cache=True, device="cpu")
+    assert other_release.n > 0  # another transformers release: proven again
