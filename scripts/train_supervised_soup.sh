@@ -3,9 +3,9 @@
 # SimCSE model (scripts/train_supervised_model.sh), summed into one adapter (a model soup,
 # `llm2vec-rag train soup`: 1 x the first run + 0.7 x the second), then Lee and the two held-out
 # retrieval sets (scripts/eval_model.sh).
-#   run-200: the 2026-12-04 recipe: pairs judged by MNTP + SimCSE (MINER=bundled), no symmetric
+#   run-200: pairs judged by MNTP + SimCSE (MINER=bundled), no symmetric
 #     pairs, 200 steps: Lee 0.5995, retrieval 0.445 / 0.249 (67 min of training in bf16)
-#   run-360: the 2026-12-06 recipe: pairs judged by all-MiniLM-L6-v2, symmetric pairs in, 360
+#   run-360: pairs judged by all-MiniLM-L6-v2, symmetric pairs in, 360
 #     steps: retrieval 0.626 / 0.506 but Lee 0.5655 (112 min)
 #   soup: Lee 0.606, retrieval 0.623 / 0.490 (benchmarks/README.md, "A soup of two runs")
 #
