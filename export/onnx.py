@@ -188,6 +188,13 @@ def _validate(path: Path, variant: str, batches, reference, encoder, tolerance: 
     stats = agreement([run(feeds(b)) for b in batches], reference)
     stats["provider"] = provider
     check_agreement(stats, variant, tolerance=tolerance, min_cosine=min_cosine)
+    # token outputs at real positions: enforced for fp32, recorded for reduced precisions
+    real = [b.attention_mask.astype(bool) for b in batches]
+    tokens = agreement([session.run([TOKENS_NAME], feeds(b))[0][m] for b, m in zip(batches, real)],
+                       [encoder.forward_tokens(b)[m] for b, m in zip(batches, real)])
+    stats["tokens"] = tokens
+    if variant == "fp32":
+        check_agreement(tokens, variant, tolerance=tolerance, min_cosine=min_cosine)
     vocab = int(encoder.model.get_input_embeddings().num_embeddings)
     if not probe_bidirectional(run, vocab, encoder.config.pooling):
         raise ExportValidationError(
