@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llm2vec_rag import LLM2Vec
-from llm2vec_rag.cache import MANIFEST, cache_root
+from llm2vec_rag.cache import MANIFEST, cache_root, describe_files
 from tiny import make_lora_adapter
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Qdrant stores vectors.", "hi"]
@@ -69,7 +69,7 @@ def test_hit_gives_the_uncached_vectors_and_really_reads_the_entry(chain, cache_
     weights[name] = weights[name] * 0.5
     save_file(weights, str(weights_path), metadata={"format": "pt"})
     manifest = json.loads((cache_dir / "fused" / entry / MANIFEST).read_text())
-    manifest["files"]["model.safetensors"] = weights_path.stat().st_size
+    manifest["files"] = describe_files(str(cache_dir / "fused" / entry))  # a consistent entry
     (cache_dir / "fused" / entry / MANIFEST).write_text(json.dumps(manifest))
     assert not np.allclose(vectors(base, adapters, cache=True), plain, atol=1e-4)
 
@@ -96,7 +96,17 @@ def test_options_that_change_weights_are_part_of_the_key(chain, cache_dir):
     assert len(entries(cache_dir)) == 3
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "no-manifest"])
+def flip_signs(weights, count: int = 2000) -> None:
+    """Flip the sign of ``count`` float32 weights in place: same size, same mtime order."""
+    data = bytearray(weights.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # after the safetensors JSON header
+    for i in range(count):
+        data[start + 4 * i + 3] ^= 0x80  # little-endian float32: the sign bit is in byte 3
+    weights.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "no-manifest", "sign-flip",
+                                    "edit-config"])
 def test_damaged_entry_is_rebuilt(chain, cache_dir, damage, caplog):
     base, adapters = chain
     plain = vectors(base, adapters)
@@ -108,11 +118,22 @@ def test_damaged_entry_is_rebuilt(chain, cache_dir, damage, caplog):
         weights.write_bytes(weights.read_bytes()[:100])
     elif damage == "garbage":
         weights.write_bytes(b"\xff" * weights.stat().st_size)
+    elif damage == "sign-flip":  # same size: only a content hash notices
+        size = weights.stat().st_size
+        flip_signs(weights)
+        assert weights.stat().st_size == size
+    elif damage == "edit-config":
+        config = folder / "config.json"
+        text = config.read_text()
+        assert '"rms_norm_eps": 1e-06' in text
+        config.write_text(text.replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-01'))
     else:
         (folder / MANIFEST).unlink()
     with caplog.at_level("WARNING", logger="llm2vec_rag.cache"):
         rebuilt = vectors(base, adapters, cache=True)
     assert "rebuilding" in caplog.text
+    if damage in ("sign-flip", "edit-config"):
+        assert "changed after it was written" in caplog.text
     np.testing.assert_array_equal(rebuilt, plain)
     assert entries(cache_dir) == [entry]
     np.testing.assert_array_equal(vectors(base, adapters, cache=True), plain)
@@ -127,6 +148,56 @@ def test_unwritable_cache_still_loads(chain, tmp_path, monkeypatch, caplog):
         out = vectors(base, adapters, cache=True)
     assert "not writable" in caplog.text
     np.testing.assert_array_equal(out, vectors(base, adapters))
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 96 KiB filesystem (tmpfs; needs root): too small for a fused model."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_under_the_cache_costs_only_the_speed_up(chain, tiny_tmpfs, monkeypatch,
+                                                            caplog):
+    base, adapters = chain
+    monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(tiny_tmpfs))
+    with caplog.at_level("WARNING", logger="llm2vec_rag.cache"):
+        out = vectors(base, adapters, cache=True)
+    assert "could not write the model cache entry" in caplog.text
+    np.testing.assert_array_equal(out, vectors(base, adapters))
+    assert not [p for p in (tiny_tmpfs / "fused").iterdir() if p.is_dir()]  # nothing half-made
+
+
+FILE_SIZE_LIMIT = """
+import resource, signal, sys, json
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+from llm2vec_rag import LLM2Vec
+m = LLM2Vec.from_pretrained(sys.argv[1], adapters=sys.argv[2:], cache=True)
+print(json.dumps(m.encode(["The quick brown fox", "hi"]).tolist()))
+"""
+
+
+def test_write_failure_while_saving_costs_only_the_speed_up(chain, cache_dir):
+    """Any user: a file-size limit makes the weights' write fail (safetensors raises its own
+    error, not OSError)."""
+    base, adapters = chain
+    env = {**os.environ, "LLM2VEC_RAG_CACHE": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, base, *adapters], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "could not write the model cache entry" in proc.stderr
+    ref = LLM2Vec.from_pretrained(base, adapters=adapters).encode(["The quick brown fox", "hi"])
+    np.testing.assert_array_equal(np.array(json.loads(proc.stdout)), ref.astype(np.float64))
+    assert entries(cache_dir) == []
 
 
 CHILD = """
