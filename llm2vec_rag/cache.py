@@ -19,8 +19,9 @@ folder and renamed into place atomically, with a manifest written last. The mani
 each file's size and content hash (xxh3-128 where the ``xxhash`` package is installed, else
 SHA-256), and every load checks them: an entry whose manifest is missing or whose files do
 not match it (a crash, a truncated copy, bytes changed in place, an edited config.json) is
-removed and rebuilt, with a warning. Checking costs one read of the entry: 0.85 s with xxh3
-for the default model's ~540 MB (SHA-256: ~3.5 s), next to ~2 s for the cached load itself.
+removed and rebuilt, with a warning. Checking costs one read of the entry: 0.65 s with xxh3
+for the default model's 542 MB entry (SHA-256: 4.2 s; 2 shared CPU cores), next to ~2 s
+for the cached load itself on an idle machine.
 A cache that cannot be written (read-only, full disk) costs only the speed-up.
 """
 
