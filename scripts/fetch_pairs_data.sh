@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 DEST=data/debian
 PACKAGES=(dict-foldoc dict-gcide dict-jargon dict-wn wordnet-base manpages manpages-dev
           debian-reference-en bash-doc)
+# Package names as arguments fetch only those (scripts/fetch_wordnet.sh: wordnet-base).
+if [ $# -gt 0 ]; then PACKAGES=("$@"); fi
 bash scripts/fetch_data.sh
 # .complete lists the .deb files unpacked so far: fetch only the packages it lacks.
 MISSING=()
