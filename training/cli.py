@@ -65,14 +65,27 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Lee similarity (default), retrieval on a BEIR folder (--beir), or MTEB tasks (--mteb)."""
+    """Lee similarity (default), retrieval on a BEIR folder (--beir), MTEB tasks (--mteb), or a
+    word-level linear probe on WordNet's example sentences (--word-level pos|wic)."""
     from llm2vec_rag.flags import spec_from_args
 
     from .evaluate import lee_spearman, read_lee
 
-    if not (args.beir or args.mteb):
+    if args.word_level:
+        from .wordnet import wordnet_files
+
+        wordnet_files(args.wordnet_dir)  # missing data: say so before the model loads
+    elif not (args.beir or args.mteb):
         read_lee(args.data_dir, flag="--data-dir")  # missing data: say so before the model loads
     encoder = spec_from_args(args).load()
+    if args.word_level:
+        from .word_level import word_level_probe
+
+        result = word_level_probe(encoder, args.word_level, args.wordnet_dir, args.train_size,
+                                  args.test_size, batch_size=args.batch_size)
+        print(json.dumps({"benchmark": "word-level", **result, "model": args.model,
+                          "adapters": args.adapter, "bidirectional": not args.causal}))
+        return 0
     if args.beir:
         return _eval_beir(args, encoder)
     if args.mteb:
@@ -154,7 +167,7 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     _add_bundle_command(stages)
 
     p = subparsers.add_parser("eval", parents=[model_flags],
-                              help="Lee similarity, BEIR retrieval or MTEB tasks",
+                              help="Lee similarity, BEIR retrieval, MTEB or word-level probes",
                               description=cmd_eval.__doc__)
     p.add_argument("--data-dir", default=None,
                    help="folder with lee.cor and similarities0-1.txt (default: "
@@ -166,6 +179,17 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                             "nDCG@10, MRR@10, Recall@10/100, with and without the instruction")
     which.add_argument("--mteb", nargs="+", default=None, metavar="TASK",
                        help="MTEB task names (needs the mteb package and hub access)")
+    which.add_argument("--word-level", default=None, choices=("pos", "wic"),
+                       help="linear probe on the last hidden state's token vectors, WordNet's "
+                            "example sentences, test words unseen: part of speech (pos) or "
+                            "same sense of a word in two sentences (wic)")
+    p.add_argument("--wordnet-dir", default=None,
+                   help="for --word-level: WordNet's data.* files (default: data/debian of "
+                        "this checkout, where scripts/fetch_wordnet.sh puts them)")
+    p.add_argument("--train-size", type=int, default=2000,
+                   help="for --word-level: training items (default 2000)")
+    p.add_argument("--test-size", type=int, default=1000,
+                   help="for --word-level: test items (default 1000)")
     p.add_argument("--split", default="test", help="BEIR qrels split (default test)")
     p.add_argument("--instruction", default=None,
                    help="query instruction for --beir (default: the model's configured one)")
