@@ -1,7 +1,7 @@
 """Multi-process pool vs one process at equal cores (issue #11).
 
-    flock /work/coord/cpu.lock .venv/bin/python benchmarks/bench_pool.py
-    flock /work/coord/cpu.lock .venv/bin/python benchmarks/bench_pool.py --texts 60 --runs 1
+    .venv/bin/python benchmarks/bench_pool.py
+    .venv/bin/python benchmarks/bench_pool.py --texts 60 --runs 1
 
 The real default model (``load_default_model``, its ``EncoderSpec``) on a mixed-length Lee
 corpus (1-8 sentences per text). On a CPU machine with C cores: N pool workers x k threads

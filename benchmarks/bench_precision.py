@@ -1,6 +1,6 @@
 """Retrieval loss of each output precision (issue #13, item 4), on a real BEIR-format set.
 
-    flock /work/coord/cpu.lock .venv/bin/python benchmarks/bench_precision.py
+    .venv/bin/python benchmarks/bench_precision.py
 
 The set is built from the Lee background articles (300 news articles, data/gensim): the
 query is an article's first sentence, the one relevant document the rest of that article,

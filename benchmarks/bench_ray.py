@@ -1,9 +1,9 @@
 """The Ray Data path (``index_dataset``) vs the single-process ``QdrantIndexer`` at equal cores
 (issue #11), both into the embedded Qdrant store.
 
-    flock /work/coord/cpu.lock .venv/bin/python benchmarks/bench_ray.py
-    flock /work/coord/cpu.lock .venv/bin/python benchmarks/bench_ray.py --docs 100 --runs 1
-    flock /work/coord/cpu.lock .venv/bin/python benchmarks/bench_ray.py --docs 2619 --skip-one-actor
+    .venv/bin/python benchmarks/bench_ray.py
+    .venv/bin/python benchmarks/bench_ray.py --docs 100 --runs 1
+    .venv/bin/python benchmarks/bench_ray.py --docs 2619 --skip-one-actor
 
 Documents: the sentences of data/gensim/lee_background.cor (2,619; ~23 words each), the
 first ``--docs`` of them, one chunk each. Encoder: the real default model

@@ -7,7 +7,7 @@
 #     pairs, 200 steps: Lee 0.5995, retrieval 0.445 / 0.249 (67 min of training in bf16)
 #   run-360: pairs judged by all-MiniLM-L6-v2, symmetric pairs in, 360
 #     steps: retrieval 0.626 / 0.506 but Lee 0.5655 (112 min)
-#   soup: Lee 0.606, retrieval 0.623 / 0.490 (benchmarks/README.md, "A soup of two runs")
+#   soup: Lee 0.606, retrieval 0.623 / 0.490 (benchmarks/results/issue14/NOTES.md, "A soup of two runs")
 #
 #   BUNDLE_TO=llm2vec_rag/models/smollm2-135m-llm2vec/supervised \
 #     bash scripts/train_supervised_soup.sh bf16=true     # ~3 h on 2 CPU cores
