@@ -105,7 +105,7 @@ def _gather_worker(rank: int, port: int, queue) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.timeout(300)  # two spawned processes and a gloo group: a hang is the failure mode
+@pytest.mark.timeout(600)  # two spawned processes and a gloo group: a hang is the failure mode
 def test_loss_is_computed_over_the_global_batch_across_processes():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
