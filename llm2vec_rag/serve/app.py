@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from ..batcher import Batcher, Closed, InputTooLong, Overloaded, Result, WorkerCrashed
 from ..protocol import Encoder
 from .errors import APIError, from_validation, install_handlers
+from .late import late_chunk
 from .metrics import Metrics
 from .schemas import EmbeddingsRequest, EmbeddingsResponse, EmbedRequest, ErrorBody, ModelList
 
@@ -127,6 +129,18 @@ def create_app(load: Callable[[], Encoder], settings: ServeSettings,
         except (ValueError, TypeError) as err:  # e.g. an instruction longer than max_length
             raise APIError(400, str(err), field, "invalid_value") from None
 
+    async def run_late(texts: list[str], instruction: str, normalize: bool,
+                       field: str) -> Result:
+        """``late_chunking``: the texts are one document's chunks (``serve.late``)."""
+        if state.encoder is None or state.batcher is None:
+            raise not_ready(state)
+        try:
+            vectors, tokens = await asyncio.to_thread(late_chunk, state.encoder, texts,
+                                                      instruction, normalize)
+        except (ValueError, TypeError) as err:
+            raise APIError(400, f"late_chunking: {err}", field, "invalid_value") from None
+        return Result(vectors, [tokens])
+
     def instruction_for(input_type: str | None, instruction: str | None) -> str:
         if instruction is not None:
             return instruction
@@ -161,8 +175,15 @@ def create_app(load: Callable[[], Encoder], settings: ServeSettings,
                            f"returns {state.encoder.dim}-dimensional vectors; omit "
                            f"dimensions", "dimensions", "unsupported_value")
         texts = check_inputs(req.input, "input", settings, status=400)
-        result = await run(texts, instruction_for(input_type, req.instruction),
-                           settings.normalize, True, "input")
+        if req.late_chunking and input_type == "query":
+            raise APIError(400, "late_chunking embeds the chunks of a document: it does not "
+                           "apply to queries", "late_chunking", "invalid_value")
+        if req.late_chunking:
+            result = await run_late(texts, instruction_for(input_type, req.instruction),
+                                    settings.normalize, "input")
+        else:
+            result = await run(texts, instruction_for(input_type, req.instruction),
+                               settings.normalize, True, "input")
         as_base64 = req.encoding_format == "base64"
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
@@ -179,8 +200,15 @@ def create_app(load: Callable[[], Encoder], settings: ServeSettings,
         """TEI's ``/embed`` (body: ``EmbedRequest``): a list of vectors."""
         req = await parse(request, EmbedRequest, settings.max_body_bytes)
         texts = check_inputs(req.inputs, "inputs", settings, status=413)
-        result = await run(texts, instruction_for(req.prompt_name, req.instruction),
-                           req.normalize, req.truncate, "inputs")
+        if req.late_chunking and req.prompt_name == "query":
+            raise APIError(400, "late_chunking embeds the chunks of a document: it does not "
+                           "apply to queries", "late_chunking", "invalid_value")
+        if req.late_chunking:
+            result = await run_late(texts, instruction_for(req.prompt_name, req.instruction),
+                                    req.normalize, "inputs")
+        else:
+            result = await run(texts, instruction_for(req.prompt_name, req.instruction),
+                               req.normalize, req.truncate, "inputs")
         return JSONResponse(result.vectors.tolist())
 
     @app.get("/v1/models", response_model=ModelList)

@@ -32,6 +32,10 @@ class EmbeddingsRequest(BaseModel):
                           "(default); the '<model>-query' id means query")
     instruction: StrictStr | None = Field(
         None, description="Extension: an explicit instruction, attended to but not pooled")
+    late_chunking: StrictBool = Field(
+        False, description="Extension (Jina's name): the inputs are consecutive chunks of one "
+                           "document, joined with one space and encoded in one pass; each "
+                           "vector is its chunk pooled in the whole document's context")
 
 
 class Embedding(BaseModel):
@@ -64,6 +68,9 @@ class EmbedRequest(BaseModel):
         "right", description="Only right: the end of a text is cut, the instruction is kept")
     prompt_name: InputType | None = None
     instruction: StrictStr | None = None
+    late_chunking: StrictBool = Field(
+        False, description="The inputs are consecutive chunks of one document (see "
+                           "/v1/embeddings)")
 
 
 class ModelCard(BaseModel):
