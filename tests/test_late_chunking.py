@@ -58,8 +58,9 @@ def test_a_chunk_carries_its_documents_context(tiny_encoder):
     """The same sentence gets another vector when a distant sentence changes: the context is
     really attended to; naive chunking would give the same vector."""
     first = "Qdrant stores vectors and payloads."
-    a = tiny_encoder.encode_chunks(first + " " + OTHER, [(0, len(first))])
-    b = tiny_encoder.encode_chunks(first + " Les modeles de langue apprennent.", [(0, len(first))])
+    middle = " " + OTHER + " " + DOC + " "  # ~60 tokens between the chunk and the change
+    a = tiny_encoder.encode_chunks(first + middle + "Cold winters.", [(0, len(first))])
+    b = tiny_encoder.encode_chunks(first + middle + "Python code.", [(0, len(first))])
     naive = tiny_encoder.encode(first)
     assert np.abs(a - b).max() > 1e-3
     assert np.abs(a - naive).max() > 1e-3
