@@ -102,6 +102,25 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_MODEL_PARTS = ("gguf", "adapters", "unsupervised-adapters", "query-instruction")
+
+
+def cmd_default_model(args: argparse.Namespace) -> int:
+    """Print one part of the bundled default model (for scripts): the path of its base GGUF,
+    its adapters or the unsupervised (MNTP, SimCSE) ones, space-separated, or its query
+    instruction."""
+    from . import default_model
+
+    if args.part == "gguf":
+        print(default_model.smollm2_gguf())
+    elif args.part == "query-instruction":
+        print(default_model.QUERY_INSTRUCTION)
+    else:
+        print(*(default_model.DEFAULT_ADAPTERS if args.part == "adapters"
+                else default_model.UNSUPERVISED_ADAPTERS))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm2vec-rag", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "its device)")
     p.add_argument("--normalize", action="store_true", help="write unit-length vectors")
     p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("default-model", help="print a part of the bundled default model",
+                       description=cmd_default_model.__doc__)
+    p.add_argument("part", choices=DEFAULT_MODEL_PARTS)
+    p.set_defaults(func=cmd_default_model)
 
     from llm2vec_rag.export import cli as export_cli
     from llm2vec_rag.integrations import cli as integrations_cli

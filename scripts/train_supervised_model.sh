@@ -38,38 +38,25 @@ OUT=${OUT:-out/supervised-model}
 PAIRS=${PAIRS:-data/pairs/pairs.jsonl}
 CLI=.venv/bin/llm2vec-rag
 [ "${SKIP_BOOTSTRAP:-0}" = 1 ] || bash scripts/bootstrap.sh
-QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-$(.venv/bin/python -c \
-  "from llm2vec_rag.default_model import QUERY_INSTRUCTION as Q; print(Q)")}
+QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-$($CLI default-model query-instruction)}
 export QUERY_INSTRUCTION  # the evaluation (scripts/eval_model.sh) uses the one trained with
 bash scripts/fetch_pairs_data.sh >/dev/null
 # shellcheck disable=SC2086  # MINE_ARGS: several arguments
 [ -f "$PAIRS" ] || OUT="$PAIRS" MAX_PER_DATASET=${MAX_PER_DATASET:-2000} \
   bash scripts/mine_pairs.sh ${MINE_ARGS:-}
 mkdir -p "$OUT"
-GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
+GGUF=$($CLI default-model gguf)
 if [ "${FROM_SCRATCH:-0}" = 1 ]; then
   SKIP_BOOTSTRAP=1 .venv/bin/python examples/train_domain_model.py --out "$OUT/unsupervised" \
     --skip-eval
   MNTP=$OUT/unsupervised/bundle/mntp SIMCSE=$OUT/unsupervised/bundle/simcse
 else
-  read -r MNTP SIMCSE < <(.venv/bin/python -c \
-    "from llm2vec_rag.default_model import UNSUPERVISED_ADAPTERS as A; print(*A)")
+  read -r MNTP SIMCSE < <($CLI default-model unsupervised-adapters)
 fi
 TRAIN_PAIRS=$OUT/pairs-train.jsonl
-.venv/bin/python - "$PAIRS" "$TRAIN_PAIRS" "${PAIR_INSTRUCTIONS:-single}" \
-  "${SYMMETRIC_PAIRS:-1}" <<'PY'
-import json, sys
-src_path, dst_path, instructions, symmetric = sys.argv[1:]
-with open(src_path, encoding="utf-8") as src, open(dst_path, "w", encoding="utf-8") as dst:
-    for line in src:
-        record = json.loads(line)
-        if record.get("instruction") == "":  # a symmetric pair (document halves): no instruction
-            if symmetric != "1":
-                continue
-        elif instructions == "single":  # the stage's query_instruction for all
-            record.pop("instruction", None)
-        dst.write(json.dumps(record, ensure_ascii=False) + "\n")
-PY
+SELECT=(--instructions "${PAIR_INSTRUCTIONS:-single}")
+[ "${SYMMETRIC_PAIRS:-1}" = 1 ] || SELECT+=(--no-symmetric)
+$CLI train select-pairs "$PAIRS" -o "$TRAIN_PAIRS" "${SELECT[@]}"
 $CLI train supervised --config supervised-cpu "model=$GGUF" "adapters=[$MNTP, $SIMCSE]" \
   "data=[$TRAIN_PAIRS]" "output_dir=$OUT/supervised" "max_steps=${MAX_STEPS:-360}" \
   "save_steps=${SAVE_STEPS:-40}" save_total_limit=5 logging_steps=5 report_to=none \

@@ -24,9 +24,8 @@ OUT=$RUN1 PAIRS=$RUN1/pairs.jsonl MINER=bundled MINE_ARGS=--dtype=bfloat16 SYMME
   MAX_STEPS=200 SKIP_EVAL=1 bash scripts/train_supervised_model.sh "$@"
 OUT=$RUN2 PAIRS=$RUN2/pairs.jsonl MINER=minilm SYMMETRIC_PAIRS=1 MAX_STEPS=360 SKIP_EVAL=1 \
   SKIP_BOOTSTRAP=1 bash scripts/train_supervised_model.sh "$@"
-GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
-read -r MNTP SIMCSE < <(.venv/bin/python -c \
-  "from llm2vec_rag.default_model import UNSUPERVISED_ADAPTERS as A; print(*A)")
+GGUF=$(.venv/bin/llm2vec-rag default-model gguf)
+read -r MNTP SIMCSE < <(.venv/bin/llm2vec-rag default-model unsupervised-adapters)
 .venv/bin/llm2vec-rag train soup --model "$GGUF" --adapter "$MNTP" --adapter "$SIMCSE" \
   --device cpu "$RUN1/supervised" "$RUN2/supervised" --weights "${WEIGHTS[@]}" \
   -o "$OUT/soup" --adapter-dtype float16

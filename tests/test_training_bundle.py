@@ -65,3 +65,32 @@ def test_bundle_can_keep_the_stages_instruction_and_refuses_a_non_adapter(stage,
     err = capsys.readouterr().err
     assert "adapter_config.json" in err and "not a trained adapter folder" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_select_pairs_keeps_or_drops_symmetric_pairs_and_instructions(tmp_path, capsys):
+    mined = tmp_path / "pairs.jsonl"
+    rows = [{"query": "q1", "positive": "p1", "instruction": "Define the term"},
+            {"query": "half a", "positive": "half b", "instruction": ""},
+            {"query": "q2", "positive": "p2"}]
+    mined.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    def selected(*flags: str) -> list[dict]:
+        out = tmp_path / "train.jsonl"
+        assert main(["train", "select-pairs", str(mined), "-o", str(out), *flags]) == 0
+        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+    assert selected() == [{"query": "q1", "positive": "p1"}, rows[1], rows[2]]
+    assert selected("--instructions", "mined", "--no-symmetric") == [rows[0], rows[2]]
+    assert "2 pairs" in capsys.readouterr().err
+    mined.write_text('{"query": "q"}\nnot json\n', encoding="utf-8")
+    assert main(["train", "select-pairs", str(mined), "-o", str(tmp_path / "x.jsonl")]) == 2
+    assert f"{mined}:2: invalid JSON" in capsys.readouterr().err
+
+
+def test_default_model_parts_for_scripts(capsys):
+    from llm2vec_rag.default_model import UNSUPERVISED_ADAPTERS
+
+    assert main(["default-model", "query-instruction"]) == 0
+    assert capsys.readouterr().out.strip() == QUERY_INSTRUCTION
+    assert main(["default-model", "unsupervised-adapters"]) == 0
+    assert capsys.readouterr().out.split() == UNSUPERVISED_ADAPTERS

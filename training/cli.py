@@ -147,6 +147,19 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select_pairs(args: argparse.Namespace) -> int:
+    """Write the mined pairs a supervised run trains on: symmetric pairs kept or dropped,
+    each asymmetric pair's own instruction kept (mined) or removed (single: the stage's
+    query_instruction then applies to all)."""
+    from .pair_select import select_pairs
+
+    counts = select_pairs(args.pairs, args.output, args.instructions,
+                          symmetric=not args.no_symmetric)
+    print(f"{counts['kept']} pairs -> {args.output} ({counts['dropped']} symmetric dropped)",
+          file=sys.stderr)
+    return 0
+
+
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     """Register ``train`` (one subcommand per stage) and ``eval`` on the main parser."""
     from .config import PRESET_DIR  # no heavy imports: config.py needs only yaml
@@ -165,6 +178,7 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     _add_pairs_command(stages, model_flags)
     _add_soup_command(stages)
     _add_bundle_command(stages)
+    _add_select_pairs_command(stages)
 
     p = subparsers.add_parser("eval", parents=[model_flags],
                               help="Lee similarity, BEIR retrieval, MTEB or word-level probes",
@@ -284,3 +298,18 @@ def _add_bundle_command(stages) -> None:
     p.add_argument("--adapter-dtype", default="float16", choices=ADAPTER_DTYPES,
                    help="dtype of the stored weights (default float16: half the bytes)")
     p.set_defaults(func=cmd_bundle)
+
+
+def _add_select_pairs_command(stages) -> None:
+    from .pair_select import INSTRUCTION_CHOICES
+
+    p = stages.add_parser("select-pairs", help="choose the mined pairs a supervised run "
+                          "trains on", description=cmd_select_pairs.__doc__)
+    p.add_argument("pairs", help="mined pairs (JSONL from `train pairs`)")
+    p.add_argument("-o", "--output", required=True, help="the training pairs (JSONL)")
+    p.add_argument("--instructions", default="single", choices=INSTRUCTION_CHOICES,
+                   help="single: drop the instructions the pairs were mined with (default); "
+                        "mined: keep them")
+    p.add_argument("--no-symmetric", action="store_true",
+                   help="drop the symmetric pairs (document halves)")
+    p.set_defaults(func=cmd_select_pairs)
