@@ -37,3 +37,14 @@ class Encoder(Protocol):
 
     def count_tokens(self, texts: str | Sequence[str],
                      instruction: str | Sequence[str] | None = None) -> list[int]: ...
+
+
+@runtime_checkable
+class BatchEncoder(Encoder, Protocol):
+    """An ``Encoder`` whose forward pass over one padded batch is callable on its own: the
+    ONNX exporter and the engine benchmark compare engines on the same batches with it
+    (``BaseEncoder.forward_batch``: ``Preprocessor.batches`` rows -> float32 ``[B, D]``)."""
+
+    preprocessor: Any
+
+    def forward_batch(self, batch: Any) -> np.ndarray: ...

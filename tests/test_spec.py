@@ -57,3 +57,16 @@ def test_per_text_instruction_errors(tiny_encoder):
         tiny_encoder.encode(["a", "b", "c"], instruction=["x", "y"])
     with pytest.raises(TypeError, match=r"instruction\[1\] is int"):
         tiny_encoder.encode(["a", "b"], instruction=["x", 3])
+
+
+def test_forward_batch_is_public_and_the_old_name_still_works(tiny_encoder):
+    from llm2vec_rag.protocol import BatchEncoder
+
+    assert isinstance(tiny_encoder, BatchEncoder)
+    texts = ["a fox", "the river bank is cold in winter"]
+    encoded = tiny_encoder.preprocessor.encode(texts, None)
+    [batch] = list(tiny_encoder.preprocessor.batches(encoded, 8, 4096))
+    got = tiny_encoder.forward_batch(batch)  # [B, D], rows in batch.index order
+    np.testing.assert_allclose(got[np.argsort(batch.index)], tiny_encoder.encode(texts),
+                               atol=1e-6)
+    np.testing.assert_array_equal(tiny_encoder._forward_batch(batch), got)
