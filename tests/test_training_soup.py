@@ -89,3 +89,50 @@ def test_bad_soups_say_what_to_fix(ingredients, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "disagree on pooling, query_instruction" in err and str(other) in err
     assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def _weights_of(folder) -> dict:
+    return {k: v.clone() for k, v in load_file(os.path.join(folder, "adapter_model.safetensors"))
+            .items()}
+
+
+def test_soup_never_writes_over_an_ingredient(ingredients, tmp_path, capsys):
+    base, a, b = ingredients
+    before = _weights_of(a)
+    for extra in ([], ["--overwrite"]):
+        rc = main(["train", "soup", "--model", base, "--device", "cpu", a, b, "-o", a, *extra])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert f"the output folder {a} is the ingredient" in err
+    after = _weights_of(a)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_soup_over_another_adapter_needs_overwrite(ingredients, tmp_path, capsys):
+    base, a, b = ingredients
+    other = tmp_path / "someone-elses"
+    make_lora_adapter(base, str(other), 4)
+    before = _weights_of(other)
+    rc = main(["train", "soup", "--model", base, "--device", "cpu", a, b, "-o", str(other)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"{other} already holds an adapter" in err and "--overwrite" in err
+    assert all(torch.equal(before[k], v) for k, v in _weights_of(other).items())
+    rc = main(["train", "soup", "--model", base, "--device", "cpu", a, b, "-o", str(other),
+               "--overwrite"])
+    assert rc == 0
+    assert json.loads((other / "soup.json").read_text())["adapters"][0]["path"] == a
+
+
+@pytest.mark.parametrize("weights", [["nan", "1"], ["1", "inf"]])
+def test_soup_weights_must_be_finite(ingredients, tmp_path, capsys, weights):
+    base, a, b = ingredients
+    out = tmp_path / "nan-soup"
+    rc = main(["train", "soup", "--model", base, "--device", "cpu", a, b, "--weights", *weights,
+               "-o", str(out)])
+    assert rc == 2
+    bad = 1 if weights[0] == "nan" else 2
+    err = capsys.readouterr().err
+    assert f"weight {bad} (" in err and "is not a finite number" in err
+    assert not out.exists()

@@ -128,9 +128,10 @@ def cmd_soup(args: argparse.Namespace) -> int:
 
     from .soup import check_ingredients, soup_adapters
 
-    check_ingredients(args.adapters, args.weights)  # before the model loads
+    check_ingredients(args.adapters, args.weights, args.output, args.overwrite)  # before loading
     model = spec_from_args(args).load().model
-    out = soup_adapters(model, args.adapters, args.weights, args.output, args.adapter_dtype)
+    out = soup_adapters(model, args.adapters, args.weights, args.output, args.adapter_dtype,
+                        overwrite=args.overwrite)
     print(f"soup adapter written to {out}", file=sys.stderr)
     return 0
 
@@ -273,6 +274,8 @@ def _add_soup_command(stages) -> None:
     p.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
                    help="one weight per adapter (default: 1/n each)")
     p.add_argument("-o", "--output", required=True, help="folder for the soup adapter")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an adapter already in the output folder (never an ingredient)")
     p.add_argument("--adapter-dtype", default="float32", choices=ADAPTER_DTYPES,
                    help="dtype of the stored weights (float16: half the bytes)")
     p.set_defaults(func=cmd_soup)

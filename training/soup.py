@@ -17,6 +17,7 @@ every ingredient with its LoRA scale multiplied by its weight.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -32,18 +33,21 @@ _SOUP = "default"  # PEFT saves the adapter named "default" at the folder's top 
 
 
 def soup_adapters(model: PreTrainedModel, adapters: Sequence[str], weights: Sequence[float] | None,
-                  output_dir: str, adapter_dtype: str = "float32") -> str:
+                  output_dir: str, adapter_dtype: str = "float32", overwrite: bool = False) -> str:
     """Write to ``output_dir`` one LoRA adapter whose weight change is the sum of
     ``weights[i]`` x the weight change of ``adapters[i]`` (default weights: 1/n each, the
     uniform soup). ``model`` is the model they were all trained on (its adapters merged).
 
     The encoder settings (``llm2vec_config.json``: pooling, instructions) are the ingredients'
-    own and must agree; ``soup.json`` records the ingredients and their weights."""
+    own and must agree; ``soup.json`` records the ingredients and their weights. An
+    ``output_dir`` that already holds an adapter is refused unless ``overwrite``; one of the
+    ingredients never is written over."""
     from peft import PeftModel
 
     from .trainer import cast_adapter
 
-    adapters, weights, settings, base = check_ingredients(adapters, weights)
+    adapters, weights, settings, base = check_ingredients(adapters, weights, output_dir,
+                                                          overwrite)
     names = [f"ingredient{i}" for i in range(len(adapters))]
     with quiet_peft_warnings():
         peft_model = PeftModel.from_pretrained(model, adapters[0], adapter_name=names[0])
@@ -69,10 +73,12 @@ def soup_adapters(model: PreTrainedModel, adapters: Sequence[str], weights: Sequ
     return output_dir
 
 
-def check_ingredients(adapters: Sequence[str], weights: Sequence[float] | None
+def check_ingredients(adapters: Sequence[str], weights: Sequence[float] | None,
+                      output_dir: str | None = None, overwrite: bool = False
                       ) -> tuple[list[str], list[float], dict, str | None]:
     """The adapters, their weights (default 1/n each), their common encoder settings and base
-    model, or a clear error before any model is loaded or anything written."""
+    model, or a clear error before any model is loaded or anything written (also for an
+    ``output_dir`` that is an ingredient, or holds an adapter and ``overwrite`` is off)."""
     adapters = [str(a) for a in adapters]
     if not adapters:
         raise ValueError("soup: name at least one adapter folder")
@@ -80,6 +86,12 @@ def check_ingredients(adapters: Sequence[str], weights: Sequence[float] | None
     if len(weights) != len(adapters):
         raise ValueError(f"soup: {len(weights)} weights for {len(adapters)} adapters; give one "
                          "weight per adapter, in the same order (or none for equal weights)")
+    for i, (adapter, weight) in enumerate(zip(adapters, weights), 1):
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ValueError(f"soup: weight {i} ({weight!r}, for {adapter}) is not a finite "
+                             "number; give each adapter a real weight such as 0.5")
+    if output_dir is not None:
+        check_output(str(output_dir), adapters, overwrite)
     for adapter in adapters:
         check_adapter_source(adapter)
     settings = _common_settings(adapters)
@@ -89,6 +101,21 @@ def check_ingredients(adapters: Sequence[str], weights: Sequence[float] | None
                          f"({', '.join(sorted(map(str, bases)))}); a soup only adds weight "
                          "changes of one model. Soup adapters trained from the same model.")
     return adapters, [float(w) for w in weights], settings, bases.pop()
+
+
+def check_output(output_dir: str, adapters: Sequence[str], overwrite: bool) -> None:
+    """Never write the soup over one of its ingredients; over another adapter only when asked."""
+    for adapter in adapters:
+        if os.path.isdir(adapter) and os.path.isdir(output_dir) \
+                and os.path.samefile(adapter, output_dir):
+            raise ValueError(f"soup: the output folder {output_dir} is the ingredient "
+                             f"{adapter}; writing there would replace it. Choose another "
+                             "output folder (-o).")
+    existing = os.path.join(output_dir, "adapter_config.json")
+    if os.path.isfile(existing) and not overwrite:
+        raise ValueError(f"soup: {output_dir} already holds an adapter ({existing}); choose "
+                         "another output folder (-o), or pass --overwrite (overwrite=True) "
+                         "to replace it")
 
 
 def _common_settings(adapters: list[str]) -> dict:
