@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from .files import read_jsonl, read_lines
+from .files import read_jsonl, read_lines, same_file
 from .flags import (  # noqa: F401 - model_flags, use_default_model: public here too
     POOLING_CHOICES,
     model_flags,
@@ -78,6 +78,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     fmt = output_format(args.output)  # before reading or loading anything
     if args.output == "-":
         args.output = None
+    if args.output and args.input != "-" and same_file(args.input, args.output):
+        raise ValueError(f"-o {args.output} is the input file {args.input}: writing the vectors "
+                         "there would destroy the texts. Choose another output file.")
     texts = list(read_texts(args.input, args.field))
     encoder = spec_from_args(args).load()
     vectors = encoder.encode(texts, instruction=args.instruction, batch_size=args.batch_size,

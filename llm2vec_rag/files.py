@@ -99,3 +99,12 @@ def safetensors_error(where: str, err: Exception) -> ValueError:
     path, reason = bad if bad else (where, str(err))
     return ValueError(f"{path}: not a readable safetensors file, it is truncated or corrupt "
                       f"({reason}). {REDOWNLOAD}.")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links and relative spellings included): an output
+    that is also an input would be truncated before it is read."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare the resolved names
+        return os.path.realpath(a) == os.path.realpath(b)

@@ -64,19 +64,44 @@ class Pair:
     source: str  # file:line
 
 
+MAX_SOURCE_ENV = "LLM2VEC_RAG_MAX_SOURCE_MB"
+_BLOCK = 2**20
+
+
+def max_source_bytes() -> int:
+    """The most bytes one source file may (decompress to and) hold: ``$LLM2VEC_RAG_MAX_SOURCE_MB``
+    MiB, default 512. Mining keeps a file's text in memory; a compression bomb (a few KB that
+    inflate to many GB) must fail with a message, not a MemoryError."""
+    return int(float(os.environ.get(MAX_SOURCE_ENV, "512")) * 2**20)
+
+
+def read_capped(f, path: str) -> bytes:
+    """All of a binary stream, read in blocks, refused past :func:`max_source_bytes`."""
+    cap, total, chunks = max_source_bytes(), 0, []
+    for block in iter(lambda: f.read(_BLOCK), b""):
+        total += len(block)
+        if total > cap:
+            raise ValueError(
+                f"{path}: holds (or decompresses to) more than {cap // 2**20} MiB of text; "
+                f"a compressed file that inflates this much is likely a compression bomb. Split "
+                f"it into smaller files, or raise {MAX_SOURCE_ENV} if it is genuine.")
+        chunks.append(block)
+    return b"".join(chunks)
+
+
 def read_text(path: str) -> str:
-    """A file's text, gzip/bz2 transparently; a clear error for a broken archive."""
+    """A file's text, gzip/bz2 transparently, read in blocks up to a size cap; a clear error
+    for a broken or oversized archive."""
+    opener = gzip.open if path.endswith(".gz") else bz2.open if path.endswith(".bz2") else open
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                return f.read()
-        if path.endswith(".bz2"):
-            with bz2.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                return f.read()
+        with opener(path, "rb") as f:
+            data = read_capped(f, path)
     except (OSError, EOFError) as err:
+        if opener is open:
+            raise
         raise ValueError(f"{path}: cannot decompress ({err})") from None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
+    text = data.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads lines
 
 
 def format_of(path: str) -> str | None:
@@ -319,7 +344,7 @@ def dictd_pairs(path: str) -> Iterator[Pair]:
     try:
         opener = gzip.open if dict_path.endswith(".dz") else open  # dictzip is gzip
         with opener(dict_path, "rb") as f:
-            data = f.read()
+            data = read_capped(f, dict_path)
     except (OSError, EOFError) as err:
         raise ValueError(f"{dict_path}: cannot read ({err})") from None
     entries: dict[str, list[tuple[str, str, int]]] = {}  # lower headword -> entries

@@ -31,6 +31,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from llm2vec_rag.files import same_file
+
 from .pair_sources import INSTRUCTIONS, SYMMETRIC, Pair, extract, format_of
 
 FILTERS = ("too_short", "too_long_query", "duplicate", "ambiguous_query", "capped",
@@ -197,6 +199,12 @@ def build_pairs(sources: Sequence[str], output: str, encoder: object | Callable 
     s = settings or PairSettings()
     start = time.perf_counter()
     files = collect_files(sources)
+    for src, paths in files.items():
+        for path in paths:
+            if same_file(path, output):
+                raise ValueError(f"pairs: the output {output} is one of the inputs ({path}, "
+                                 f"from {src}); writing there would destroy it. Choose "
+                                 "another output file (-o).")
     pairs: list[Pair] = []
     per_source: dict[str, dict] = {}
     for src, paths in files.items():
