@@ -83,3 +83,48 @@ def test_a_checkpoint_without_a_record(base, corpus, interrupted, tmp_path):
     with pytest.raises(ResumeMismatchError, match="no run_settings.json.*resume=true"):
         check_resume(cfg(base, corpus, tmp_path), str(legacy))
     check_resume(cfg(base, corpus, tmp_path, resume="true"), str(legacy))  # the user vouches
+
+
+@pytest.fixture
+def own_run(base, tmp_path_factory):
+    """Its own corpus and base copy (the test changes them in place) and an interrupted run."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("changing")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS * 4) + "\n", encoding="utf-8")
+    model = shutil.copytree(base, root / "base")
+    out = root / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_mntp(cfg(str(model), str(corpus), out), callbacks=[Interrupt(2)])
+    return str(model), str(corpus), out
+
+
+@pytest.mark.parametrize("what", ["data", "base"])
+def test_inputs_changed_in_place_refuse_auto_resume(own_run, what, caplog):
+    model, corpus, out = own_run
+    if what == "data":  # same path, same size: one word swapped for another of its length
+        text = open(corpus, encoding="utf-8").read()
+        open(corpus, "w", encoding="utf-8").write(text.replace("quick", "QUICK", 1))
+        changed = corpus
+    else:  # new base weights copied over the old ones (same size)
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        changed = os.path.join(model, "model.safetensors")
+        weights = load_file(changed)
+        save_file({k: torch.flip(v, [0]) for k, v in weights.items()}, changed,
+                  metadata={"format": "pt"})
+    with pytest.raises(ResumeMismatchError, match=rf"content changed since.*{changed}"):
+        resume_checkpoint(cfg(model, corpus, out))
+    # resume=true is the user's explicit choice: it continues, with a warning
+    with caplog.at_level("WARNING", logger="llm2vec_rag.training.run_record"):
+        assert resume_checkpoint(cfg(model, corpus, out, resume="true")).endswith("checkpoint-2")
+    assert "content changed since" in caplog.text
+
+
+def test_unchanged_inputs_resume(own_run):
+    model, corpus, out = own_run
+    assert resume_checkpoint(cfg(model, corpus, out)).endswith("checkpoint-2")
+    record = json.loads((out / "checkpoint-2" / RUN_FILE).read_text())
+    assert set(record["inputs"]) == {corpus, model}

@@ -5,16 +5,26 @@ and LoRA settings; not logging, saving or output paths) to ``RUN_FILE`` in ``out
 and in every ``checkpoint-*`` folder. Before resuming, the checkpoint's record is compared
 with the new config: a different base model, stage, data or adapter chain would otherwise
 continue another run's weights and save a config that misdescribes the adapter.
+
+The record also holds a fingerprint of the run's local inputs (data files and folders, the
+base model file or folder, the adapters): ``llm2vec_rag.cache.fingerprint``, i.e. size plus
+a SHA-256 of files up to 16 MiB, and size + mtime + a hash of the first and last MiB of
+bigger ones (top-level files of a folder). Same paths with other content (a corpus edited
+in place, new base weights copied over the old) refuse ``resume=auto``; ``resume=true``
+continues with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from transformers import TrainerCallback
 
 from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run_settings.json"
 # Settings that change how a run is watched or stored, not what it learns: a resume may
@@ -32,8 +42,23 @@ def defining_settings(cfg: TrainConfig) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in NOT_DEFINING}
 
 
-def write_record(cfg: TrainConfig, folder: str) -> None:
-    record = {"settings": defining_settings(cfg), "max_steps": cfg.max_steps}
+def input_paths(cfg: TrainConfig) -> list[str]:
+    """The run's inputs that are local files or folders (hub ids and hf: datasets are not)."""
+    model = os.path.join(cfg.model, cfg.gguf_file) if cfg.model and cfg.gguf_file else cfg.model
+    paths = [*cfg.data, model, *cfg.adapters]
+    return [p for p in paths if p and not str(p).startswith("hf:") and os.path.exists(p)]
+
+
+def input_fingerprints(cfg: TrainConfig) -> dict[str, dict]:
+    """``{path: fingerprint}`` of the run's local inputs: what a resume must find unchanged."""
+    from llm2vec_rag.cache import fingerprint
+
+    return {str(p): fingerprint(p) for p in input_paths(cfg)}
+
+
+def write_record(cfg: TrainConfig, folder: str, inputs: dict[str, dict] | None = None) -> None:
+    record = {"settings": defining_settings(cfg), "max_steps": cfg.max_steps,
+              "inputs": input_fingerprints(cfg) if inputs is None else inputs}
     with open(os.path.join(folder, RUN_FILE), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2, sort_keys=True, default=str)
 
@@ -79,12 +104,38 @@ def check_resume(cfg: TrainConfig, checkpoint: str) -> None:
         raise ResumeMismatchError(
             f"Refusing to resume {checkpoint!r}: it belongs to a run with other settings "
             f"({shown}{'; ...' if len(differ) > 6 else ''}). {fix}.")
+    _check_inputs(cfg, checkpoint, record.get("inputs"), fix)
     step = checkpoint_step(checkpoint)
     if step is not None and step > cfg.max_steps:
         raise ResumeMismatchError(
             f"Refusing to resume {checkpoint!r}: it is at step {step}, past "
             f"max_steps={cfg.max_steps}. Raise max_steps to continue that run; {fix[0].lower()}"
             f"{fix[1:]}.")
+
+
+def _check_inputs(cfg: TrainConfig, checkpoint: str, old: dict | None, fix: str) -> None:
+    if old is None:  # a record written before inputs were fingerprinted
+        return
+    new = input_fingerprints(cfg)
+    changed = [c for p in sorted(set(old) | set(new)) if old.get(p) != new.get(p)
+               for c in _changed_files(p, old.get(p), new.get(p))]
+    if not changed:
+        return
+    message = (f"{checkpoint!r} was trained on inputs whose content changed since (same path, "
+               f"other size, mtime or content hash): {', '.join(changed[:4])}"
+               f"{', ...' if len(changed) > 4 else ''}")
+    if cfg.resume == "auto":
+        raise ResumeMismatchError(f"Refusing to resume: {message}. {fix}; or resume=true to "
+                                  "continue it on the new inputs anyway.")
+    logger.warning("%s; continuing as resume=%s asks", message, cfg.resume)
+
+
+def _changed_files(path: str, old: dict | None, new: dict | None) -> list[str]:
+    """The files of ``path`` whose fingerprints differ (the path itself for a file)."""
+    if not (old and new and "files" in old and "files" in new):
+        return [path]
+    a, b = old["files"], new["files"]
+    return [os.path.join(path, n) for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
 
 
 def clear_checkpoints(output_dir: str) -> list[str]:
@@ -108,8 +159,9 @@ class RecordRun(TrainerCallback):
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        self.inputs = input_fingerprints(cfg)  # as the run started: once, not at every save
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if state.is_world_process_zero and os.path.isdir(folder):
-            write_record(self.cfg, folder)
+            write_record(self.cfg, folder, self.inputs)

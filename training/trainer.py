@@ -211,12 +211,13 @@ def run_stage(cfg: TrainConfig, model, dataset: Dataset, collator: Callable, los
     """
     checkpoint = resume_checkpoint(cfg)  # refuses another run's checkpoint before any work
     os.makedirs(cfg.output_dir, exist_ok=True)
+    recorder = RecordRun(cfg)  # fingerprints the inputs once, as the run starts
     if is_main_process():
-        write_record(cfg, cfg.output_dir)
+        write_record(cfg, cfg.output_dir, recorder.inputs)
     trainer = StageTrainer(
         model=model, args=training_arguments(cfg), train_dataset=dataset,
         data_collator=collator, loss_fn=loss_fn, step_fn=step_fn, sampler_fn=sampler_fn,
-        callbacks=[RecordRun(cfg), CSVLogCallback(os.path.join(cfg.output_dir, LOG_CSV)),
+        callbacks=[recorder, CSVLogCallback(os.path.join(cfg.output_dir, LOG_CSV)),
                    *(callbacks or [])],
     )
     if checkpoint:
