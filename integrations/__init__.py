@@ -1,18 +1,23 @@
-"""llm2vec_rag.integrations: LangChain and LlamaIndex embeddings, and a Qdrant indexer.
+"""llm2vec_rag.integrations: LangChain and LlamaIndex embeddings, a Qdrant store and indexer.
 
 Each submodule imports its framework itself, so installing one extra is enough:
 ``llm2vec_rag.integrations.langchain`` (``[langchain]``), ``.llamaindex`` (``[llamaindex]``),
-``.qdrant`` (``[qdrant]``), ``.sparse`` (BM25 for hybrid search, ``[sparse]``).
+``.qdrant`` / ``.store`` (``[qdrant]``), ``.sparse`` (BM25 for hybrid search, ``[sparse]``).
 """
 
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["QdrantIndexer"]
+__all__ = ["ChunkOptions", "CollectionOptions", "Connection", "QdrantIndexer", "QdrantStore",
+           "WriteOptions"]
+
+_WHERE = {"QdrantIndexer": ".qdrant", "IndexReport": ".qdrant", "Hit": ".qdrant",
+          "QdrantStore": ".store", "Connection": ".options", "CollectionOptions": ".options",
+          "ChunkOptions": ".options", "WriteOptions": ".options"}
 
 
 def __getattr__(name: str):
-    if name in ("QdrantIndexer", "IndexReport", "Hit"):
-        return getattr(importlib.import_module(".qdrant", __name__), name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
     raise AttributeError(f"module 'llm2vec_rag.integrations' has no attribute {name!r}")

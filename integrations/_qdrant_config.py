@@ -116,12 +116,31 @@ def make_client(path: str | None, url: str | None, api_key: str | None,
                             check_compatibility=False)
     if path == ":memory:":
         return QdrantClient(location=":memory:")
+    folder = path or "./qdrant_data"
     try:
-        return QdrantClient(path=path or "./qdrant_data")
-    except RuntimeError as err:  # portalocker: another process holds the folder
-        raise RuntimeError(f"The embedded Qdrant store {path!r} is open in another process "
-                           f"(local mode allows one). Close it, or run a Qdrant server and "
-                           f"use url=. ({err})") from err
+        return QdrantClient(path=folder)
+    except RuntimeError as err:  # portalocker: another client holds the folder
+        raise StoreLockedError(folder) from err
+
+
+class StoreLockedError(RuntimeError):
+    """An embedded store's folder is held by another client (local mode allows one)."""
+
+    def __init__(self, path: str, flags: bool = False) -> None:
+        self.path = path
+        where = os.path.abspath(path)
+        if flags:  # the command line's words
+            fix = ("wait for the other command to finish, index into another --qdrant-path, "
+                   "or run a Qdrant server and pass --qdrant-url")
+        else:
+            fix = ("close the other client (client.close(), or use the indexer in a `with` "
+                   "block), use another path=, or run a Qdrant server and pass url=")
+        super().__init__(f"The embedded Qdrant store {where} is locked: another process (or "
+                         f"another client in this process) has it open, and an embedded "
+                         f"store allows one. To go on: {fix}.")
+
+    def for_cli(self) -> StoreLockedError:
+        return StoreLockedError(self.path, flags=True)
 
 
 def is_remote(client) -> bool:

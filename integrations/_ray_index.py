@@ -1,7 +1,7 @@
 """``index_dataset``: the Qdrant indexer's run, spread over a Ray Data pipeline.
 
 Three stages, all running the indexer's own code (``_plan.RunPlan``, ``Job.points``,
-``QdrantIndexer.write``), so Ray-indexed and single-process collections are identical:
+``QdrantStore.write``), so Ray-indexed and single-process collections are identical:
 
 1. CPU tasks turn rows into documents, chunk them and plan them against the store
    (a ``RunPlan`` over the batch) to decide which documents need embedding. They record
@@ -18,52 +18,30 @@ Three stages, all running the indexer's own code (``_plan.RunPlan``, ``Job.point
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from llm2vec_rag.config import EncoderConfig
 from llm2vec_rag.spec import EncoderSpec
 
 from . import _qdrant_config as qc
 from ._plan import IndexReport, Job, Planned, RunPlan, encoder_fingerprint
-from .sources import Skipped, SourceDoc, _from_record
+from .chunking import TokenChunker, check_chunk_size
+from .identity import EncoderIdentity, identity_of
+from .options import ChunkOptions, CollectionOptions, Connection, WriteOptions, split_keywords
+from .ray_pool import actor_cpus, check_pool_args, encoder_spec, init_ray, worker_spec
+from .sources import Skipped, SourceDoc, from_record
+from .store import QdrantStore, Uploader, finish_run
 
 TODO, UNCHANGED, SKIPPED = "todo", "unchanged", "skipped"
 
 
-@dataclass
-class EncoderIdentity:
-    """What chunking, hashing and the collection check need from an encoder, without its
-    weights: measured once by a probe task that loads the real encoder, so it cannot drift."""
-
-    config: EncoderConfig
-    tokenizer: Any
-    dim: int
-    source: str
-    text_tokens: int  # max_text_tokens(document instruction)
-
-    def max_text_tokens(self, instruction: str | None = None) -> int:
-        if (instruction or "") != (self.config.document_instruction or ""):
-            raise ValueError("EncoderIdentity knows the text budget of documents only")
-        return self.text_tokens
-
-    def encode(self, *args, **kwargs):  # the indexer checks for the encoder surface
-        raise RuntimeError("EncoderIdentity has no weights: the Ray actors embed")
-
-    encode_queries = encode_documents = encode
-
-
 def _identity(spec: EncoderSpec) -> EncoderIdentity:
-    enc = spec.load()
-    doc = enc.config.document_instruction
-    return EncoderIdentity(enc.config, enc.tokenizer, int(enc.dim), enc.source,
-                           enc.max_text_tokens(doc))
+    return identity_of(spec.load())
 
 
 def probe_encoder(spec: EncoderSpec, num_gpus: float = 0) -> EncoderIdentity:
@@ -80,50 +58,51 @@ class _Job:
 
     identity: EncoderIdentity
     collection: str
-    chunk_size: int
-    chunk_overlap: int | None
+    chunking: ChunkOptions
+    options: CollectionOptions
     text_column: str
     id_column: str
     metadata_column: str | None
-    server: dict | None  # url, api_key, retries, backoff, timeout: the actors write
+    server: Connection | None  # a Qdrant server: the actors write
     snapshot: dict[str, dict] | None  # embedded store: bookkeeping payloads, read up front
     token: str = ""
 
 
-_CACHE: dict[str, Any] = {}  # per worker process: the run's chunker and server indexer
+_CACHE: dict[str, Any] = {}  # per worker process: the run's chunker and server store
 
 
-def _server_indexer(job: _Job, encoder):
-    from .qdrant import QdrantIndexer
-
-    s = job.server
-    return QdrantIndexer(encoder, job.collection, url=s["url"], api_key=s["api_key"],
-                         retries=s["retries"], backoff=s["backoff"], timeout=s["timeout"],
-                         chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
+def _server_store(job: _Job) -> QdrantStore:
+    return QdrantStore(job.collection, job.server, job.options)
 
 
-def _tools(job: _Job):
+def _tools(job: _Job) -> tuple[TokenChunker, QdrantStore | None]:
     if job.token not in _CACHE:
-        from .chunking import TokenChunker
-
-        chunker = TokenChunker(job.identity.tokenizer, job.chunk_size, job.chunk_overlap)
+        chunker = TokenChunker(job.identity.tokenizer, job.chunking.size, job.chunking.overlap)
         _CACHE.clear()
-        _CACHE[job.token] = (chunker, _server_indexer(job, job.identity) if job.server
-                             else None)
+        _CACHE[job.token] = (chunker, _server_store(job) if job.server else None)
     return _CACHE[job.token]
 
 
 def _record(row: dict, job: _Job, where: str) -> SourceDoc | Skipped:
     """A row as the indexer's document: text, id, and the other columns as metadata (or the
-    ``metadata_column``'s dict / JSON). Null columns are left out: Arrow cannot tell a
-    missing key from a null one."""
+    ``metadata_column``'s dict / JSON object; a row whose metadata is anything else is
+    skipped with the reason). Null columns are left out: Arrow cannot tell a missing key
+    from a null one."""
     rec = {k: v for k, v in row.items() if v is not None}
     if job.metadata_column is not None:
         meta = rec.pop(job.metadata_column, None) or {}
         if isinstance(meta, str):
-            meta = json.loads(meta)
+            try:
+                meta = json.loads(meta)
+            except (ValueError, RecursionError) as err:
+                why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+                return Skipped(where, f"metadata column {job.metadata_column!r} is not valid "
+                                      f"JSON ({why})")
+        if not isinstance(meta, dict):
+            return Skipped(where, f"metadata column {job.metadata_column!r} must hold a JSON "
+                                  f"object (a dict), got {type(meta).__name__}")
         rec = {**meta, **{k: rec[k] for k in (job.text_column, job.id_column) if k in rec}}
-    return _from_record(rec, where, job.text_column, job.id_column, strict=False)
+    return from_record(rec, where, job.text_column, job.id_column, strict=False)
 
 
 def _schema(extra=()):
@@ -140,8 +119,8 @@ def prepare(table, job: _Job):
     """Stage 1 (CPU task): rows -> documents with chunks and the batch's plan."""
     import pyarrow as pa
 
-    chunker, indexer = _tools(job)
-    read_store = indexer.read_stored if indexer is not None else (
+    chunker, store = _tools(job)
+    read_store = store.read_stored if store is not None else (
         lambda ids: {i: job.snapshot[i] for i in ids if i in job.snapshot})
     observed: dict[str, dict] = {}
 
@@ -192,7 +171,7 @@ class EmbedAndWrite:
             torch.set_num_threads(threads)
         self.encoder = spec.load()
         self.encode_batch_size = encode_batch_size
-        self.indexer = _server_indexer(job, self.encoder) if job.server else None
+        self.store = _server_store(job) if job.server else None
 
     def __call__(self, table):
         import pyarrow as pa
@@ -204,15 +183,15 @@ class EmbedAndWrite:
         vectors = (self.encoder.encode_documents(texts, normalize=True, show_progress=False,
                                                  batch_size=self.encode_batch_size)
                    if texts else np.zeros((0, self.encoder.dim), np.float32))
-        if self.indexer is not None:  # a server: every actor writes its own batches
+        if self.store is not None:  # a server: every actor writes its own batches
             job = Job([Planned(_doc(r), r["chunks"], r["doc_hash"]) for r in todo],
                       [d for r in todo for d in r["deletes"]])
-            self.indexer.write(job, vectors)
+            self.store.write(job, vectors)
         row = 0
         for r in rows:
             n = len(r["chunks"]) if r["status"] == TODO else 0
             r["vectors"] = vectors[row: row + n].tobytes() if n else None
-            r["written"] = self.indexer is not None and n > 0
+            r["written"] = self.store is not None and n > 0
             row += n
         return pa.Table.from_pylist(rows, schema=_schema(
             [("vectors", pa.binary()), ("written", pa.bool_())]))
@@ -228,51 +207,51 @@ def _late_embed(spec: EncoderSpec, texts: list[str]) -> np.ndarray:
 
 
 def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = (), *,
-                  collection: str = "docs", path: str | None = None, url: str | None = None,
-                  api_key: str | None = None, concurrency: int = 1, num_gpus: float = 0,
-                  num_cpus: float = 1, threads_per_worker: int | None = None,
-                  batch_size: int = 64, encode_batch_size: int = 32, chunk_size: int = 256,
-                  chunk_overlap: int | None = None, text_column: str = "text",
-                  id_column: str = "id", metadata_column: str | None = None,
-                  prune: bool = False, retries: int = 5, backoff: float = 0.5,
-                  timeout: float | None = None, prepare_num_cpus: float = 0.5,
-                  show_progress: bool = False, encoder_options: dict | None = None,
-                  **indexer_options: Any) -> IndexReport:
+                  collection: str = "docs", connection: Connection | None = None,
+                  options: CollectionOptions | None = None,
+                  chunking: ChunkOptions | None = None, writing: WriteOptions | None = None,
+                  concurrency: int = 1, num_gpus: float = 0, num_cpus: float = 1,
+                  threads_per_worker: int | None = None, encode_batch_size: int = 32,
+                  text_column: str = "text", id_column: str = "id",
+                  metadata_column: str | None = None, prune: bool = False,
+                  prepare_num_cpus: float = 0.5, show_progress: bool = False,
+                  encoder_options: dict | None = None, **keywords: Any) -> IndexReport:
     """Index a Ray dataset of documents into Qdrant exactly as ``QdrantIndexer.index`` does.
 
     Rows are documents: ``text_column``, ``id_column`` (optional: the text's hash, as in the
     indexer) and metadata (the other columns, or the dict/JSON in ``metadata_column``).
     ``concurrency`` actors with ``num_gpus`` / ``num_cpus`` each (``threads_per_worker``
-    torch threads) embed ``batch_size`` documents per call. ``indexer_options``: collection
-    settings of ``QdrantIndexer`` (distance, on_disk, hnsw, quantization, shard_number...).
-    The report counts what the collection holds afterwards, as the indexer's does.
+    torch threads) embed ``writing.batch_size`` documents per call. The store, collection,
+    chunking and writing options are ``QdrantIndexer``'s groups, or their flat keywords
+    (``path=``, ``url=``, ``api_key=``, ``retries=``, ``chunk_size=``, ``batch_size=``,
+    ``quantization=``...). The report counts what the collection holds afterwards, as the
+    indexer's does.
     """
     import ray
     import ray.data
 
-    from .qdrant import QdrantIndexer, _Uploader
-    from .ray import _check_pool_args, _worker_spec, encoder_spec
-
+    groups = split_keywords(keywords, {Connection: connection, CollectionOptions: options,
+                                       ChunkOptions: chunking, WriteOptions: writing},
+                            "index_dataset")
+    conn, chunking, batch_size = (groups[Connection], groups[ChunkOptions],
+                                  groups[WriteOptions].batch_size)
     start = time.perf_counter()
-    _check_pool_args(concurrency, num_gpus, batch_size)
+    check_pool_args(concurrency, num_gpus, batch_size)
     if not ray.is_initialized():
-        ray.init()
-    spec = _worker_spec(encoder_spec(model, adapters, **(encoder_options or {})), num_gpus)
+        init_ray()
+    num_cpus = actor_cpus(concurrency, num_cpus, prepare_num_cpus)
+    spec = worker_spec(encoder_spec(model, adapters, **(encoder_options or {})), num_gpus)
     identity = probe_encoder(spec, num_gpus)
-    if url and api_key is None:
-        api_key = os.environ.get("QDRANT_API_KEY")  # never logged
-    indexer = QdrantIndexer(identity, collection, path=path, url=url, api_key=api_key,
-                            retries=retries, backoff=backoff, timeout=timeout,
-                            chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                            batch_size=batch_size, **indexer_options)
+    check_chunk_size(chunking.size, identity.text_tokens, identity.config.max_length)
+    store = QdrantStore(collection, conn, groups[CollectionOptions])
     report = IndexReport()
     uploader = None
     try:
-        indexer._ensure_collection(create=True)
-        server = (dict(url=url, api_key=api_key, retries=retries, backoff=backoff,
-                       timeout=timeout) if indexer._remote else None)
-        snapshot = None if server else _bookkeeping(indexer)
-        job = _Job(identity, collection, chunk_size, chunk_overlap, text_column, id_column,
+        prior = dict(store.ensure(identity.dim, identity.record(), create=True))
+        identity = identity.as_recorded(prior)
+        server = replace(conn, client=None) if store.remote else None
+        snapshot = None if server else store.bookkeeping()
+        job = _Job(identity, collection, chunking, store.options, text_column, id_column,
                    metadata_column, server, snapshot, uuid.uuid4().hex)
         out = ds.map_batches(prepare, batch_size=batch_size, batch_format="pyarrow",
                              fn_kwargs=dict(job=job), num_cpus=prepare_num_cpus)
@@ -283,46 +262,46 @@ def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
                 spec=spec, job=job, encode_batch_size=encode_batch_size,
                 threads=threads_per_worker))
         out.context.execution_options.preserve_order = True  # "the last record wins"
-        uploader = None if server else _Uploader(indexer)
-        plan = _drain(out, indexer, job, spec.replace(device="cpu"), report, uploader,
-                      show_progress)
+        uploader = None if server else store.uploader()
+        chunker = TokenChunker(identity.tokenizer, chunking.size, chunking.overlap)
+        plan = _drain(out, store, RunPlan(chunker, encoder_fingerprint(identity, chunker),
+                                          _reader(job), report, batch_size),
+                      job, spec.replace(device="cpu"), uploader, show_progress)
         if uploader is not None:
             uploader.close()
-        if prune:
-            report.pruned += indexer._prune(plan.is_seen)
+        report.pruned += finish_run(store, identity, prior, plan.is_seen, prune)
     finally:
         if uploader is not None:
             uploader.stop()
-        indexer.close()
+        store.close()
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _bookkeeping(indexer) -> dict[str, dict]:
-    """The embedded store's bookkeeping payloads, in one scan (it is small by design)."""
-    out, offset = {}, None
-    while True:
-        page, offset = indexer._call("list points", indexer.client.scroll, indexer.collection,
-                                     limit=1000, offset=offset,
-                                     with_payload=["doc_id", "doc_hash", "n_chunks"],
-                                     with_vectors=False)
-        out.update((str(p.id), p.payload or {}) for p in page)
-        if offset is None:
-            return out
+class _Reader:
+    """The driver plan's view of the store: with a server, the payloads the CPU tasks read
+    (``observed``, filled as batches arrive); else the snapshot read before the run."""
+
+    def __init__(self, snapshot: dict[str, dict] | None) -> None:
+        self.stored = snapshot if snapshot is not None else {}
+
+    def __call__(self, ids: list[str]) -> dict[str, dict]:
+        return {i: self.stored[i] for i in ids if i in self.stored}
 
 
-def _drain(ds, indexer, job: _Job, cpu_spec: EncoderSpec, report: IndexReport, uploader,
-           show_progress: bool) -> RunPlan:
+def _reader(job: _Job) -> _Reader:
+    return _Reader(None if job.server else job.snapshot)
+
+
+def _drain(ds, store: QdrantStore, plan: RunPlan, job: _Job, cpu_spec: EncoderSpec,
+           uploader: Uploader | None, show_progress: bool) -> RunPlan:
     """Stage 3 (driver): the run-wide plan, in source order; the embedded store's writes."""
     from tqdm.auto import tqdm
 
-    observed: dict[str, dict] = {}
-    read = ((lambda ids: {i: observed[i] for i in ids if i in observed}) if job.server else
-            (lambda ids: {i: job.snapshot[i] for i in ids if i in job.snapshot}))
-    plan = RunPlan(indexer.chunker, encoder_fingerprint(job.identity, indexer.chunker), read,
-                   report, indexer.batch_size)
+    report = plan.report
+    observed = plan.read.stored if job.server else {}
     slots: dict[str, int] = {}  # server: chunk slots any record of an id may have written
-    bar = tqdm(disable=not show_progress, desc=f"index {indexer.collection}", unit="doc")
+    bar = tqdm(disable=not show_progress, desc=f"index {store.collection}", unit="doc")
     try:
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             group, vectors, written, repeats = [], {}, {}, set()
@@ -363,7 +342,7 @@ def _drain(ds, indexer, job: _Job, cpu_spec: EncoderSpec, report: IndexReport, u
             if uploader is not None:
                 uploader.put(final, stacked)
             elif final.docs or final.deletes:
-                indexer.write(final, stacked)
+                store.write(final, stacked)
             bar.update(len(group))
     finally:
         bar.close()

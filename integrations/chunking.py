@@ -8,6 +8,15 @@ cut the original string exactly; otherwise ``tokenizer.decode(ids)`` rebuilds ea
 from __future__ import annotations
 
 
+def check_chunk_size(size: int, room: int, max_length: int) -> None:
+    """A chunk must fit the room the encoder leaves for a document's text."""
+    if isinstance(size, int) and size > room:
+        raise ValueError(f"chunk_size={size} tokens does not fit the encoder: "
+                         f"max_length={max_length} leaves {room} tokens for "
+                         f"a document's text (after special tokens and the document "
+                         f"instruction): use chunk_size <= {room}")
+
+
 class TokenChunker:
     """Windows of ``size`` tokens, consecutive windows sharing ``overlap`` tokens
     (default: an eighth of the size, at most 32)."""

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._qdrant_config import QdrantServerError
+from ._qdrant_config import QdrantServerError, StoreLockedError
 
 
 def _count(text: str) -> int:
@@ -112,6 +112,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     except (ConnectionError, QdrantServerError) as err:
         print(f"llm2vec-rag index: error: {err}", file=sys.stderr)
         return 1
+    except StoreLockedError as err:
+        print(f"llm2vec-rag index: error: {err.for_cli()}", file=sys.stderr)
+        return 1
     print(report, file=sys.stderr)
     return 0
 
@@ -135,6 +138,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                                   allow_other_encoder=args.allow_other_encoder)
     except (ConnectionError, QdrantServerError) as err:
         print(f"llm2vec-rag search: error: {err}", file=sys.stderr)
+        return 1
+    except StoreLockedError as err:
+        print(f"llm2vec-rag search: error: {err.for_cli()}", file=sys.stderr)
         return 1
     for rank, hit in enumerate(hits, 1):
         if args.json:

@@ -23,30 +23,12 @@ import numpy as np
 
 from llm2vec_rag.spec import EncoderSpec
 
-from ._ray_index import EncoderIdentity, index_dataset, probe_encoder
+from ._ray_index import index_dataset, probe_encoder
+from .identity import EncoderIdentity
+from .ray_pool import actor_cpus, check_pool_args, encoder_spec, logger, worker_spec
 
 __all__ = ["EmbedBatch", "EncoderIdentity", "embed_dataset", "encoder_spec", "index_dataset",
            "probe_encoder"]
-
-def encoder_spec(model: str | EncoderSpec | Any, adapters: Sequence[str] = (),
-                 **options: Any) -> EncoderSpec:
-    """A spec from a name (+ adapters, options), a spec, or an encoder that has one."""
-    if isinstance(model, EncoderSpec):
-        return model.replace(**options) if options else model
-    if isinstance(model, str):
-        return EncoderSpec(model, tuple(adapters), options.pop("backend", "torch"), options)
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        raise TypeError(f"model must be a name, an EncoderSpec or an encoder loaded by name "
-                        f"(which has .spec), got {type(model).__name__}: Ray workers rebuild "
-                        f"the encoder themselves")
-    return spec.replace(**options) if options else spec
-
-
-def _worker_spec(spec: EncoderSpec, num_gpus: float) -> EncoderSpec:
-    """Actors with a GPU load on it (Ray sets CUDA_VISIBLE_DEVICES), the others on CPU."""
-    return spec.replace(device="cuda" if num_gpus else "cpu")
-
 
 # -- embed_dataset ---------------------------------------------------------------------------
 class EmbedBatch:
@@ -67,8 +49,17 @@ class EmbedBatch:
         if self.text_column not in batch:
             raise KeyError(f"embed_dataset: no column {self.text_column!r} in the dataset "
                            f"(columns: {sorted(batch)}); pass text_column=")
+        column = batch[self.text_column]
+        keep = np.array([isinstance(t, str) and bool(t.strip()) for t in column], dtype=bool)
+        if not keep.all():  # None, NaN, numbers, empty texts: the indexer skips them too
+            bad = [f"{t!r}" for t in column[~keep][:5]]
+            logger.warning("embed_dataset: %d of %d rows skipped: %r is not a non-empty text "
+                           "(e.g. %s)", int((~keep).sum()), len(keep), self.text_column,
+                           ", ".join(bad))
+            batch = {k: v[keep] for k, v in batch.items()}
         texts = [str(t) for t in batch[self.text_column]]
-        batch[self.output_column] = self.encode(texts, **self.kwargs)
+        batch[self.output_column] = (self.encode(texts, **self.kwargs) if texts else
+                                     np.zeros((0, self.encoder.dim), np.float32))
         return batch
 
 
@@ -83,14 +74,20 @@ def embed_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
     ``kind``: "document" (the document instruction) or "query". ``num_gpus`` per actor
     (the actor then loads on ``cuda``); ``num_cpus`` per actor is also its thread count.
     ``batch_size`` rows go to an actor per call; ``encode_batch_size`` rows per forward pass.
-    Lazy, like any Ray Data transform: nothing runs until the dataset is consumed.
+    Rows whose text is not a non-empty string (None, NaN, a number, "") are dropped from the
+    output with a warning naming them, never embedded as "None" or "nan". Lazy, like any Ray
+    Data transform: nothing runs until the dataset is consumed (the actors' CPU share is
+    sized now, from the cluster's CPUs, when Ray is already running).
     """
+    import ray
     import ray.data
 
     if kind not in ("document", "query"):
         raise ValueError(f"kind must be 'document' or 'query', got {kind!r}")
-    _check_pool_args(concurrency, num_gpus, batch_size)
-    spec = _worker_spec(encoder_spec(model, adapters, **encoder_options), num_gpus)
+    check_pool_args(concurrency, num_gpus, batch_size)
+    spec = worker_spec(encoder_spec(model, adapters, **encoder_options), num_gpus)
+    if ray.is_initialized():
+        num_cpus = actor_cpus(concurrency, num_cpus, reserve=0.5)
     return ds.map_batches(
         EmbedBatch, batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=num_gpus or None,
@@ -99,15 +96,3 @@ def embed_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
                                    output_column=output_column, kind=kind,
                                    instruction=instruction, normalize=normalize,
                                    encode_batch_size=encode_batch_size))
-
-
-def _check_pool_args(concurrency: int, num_gpus: float, batch_size: int) -> None:
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency (number of actors) must be an int >= 1, "
-                         f"got {concurrency!r}")
-    if num_gpus < 0:
-        raise ValueError(f"num_gpus (per actor) must be >= 0, got {num_gpus!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-
-

@@ -241,3 +241,33 @@ def _save_entry(result: T, entry: str, root: str, save: Callable[[T, str], None]
     finally:
         if tmp is not None:
             remove(tmp)
+
+
+SAMPLES = 8  # evenly spaced blocks of a big file, besides its head and tail
+
+
+def content_fingerprint(path: str) -> str:
+    """A hash of what a file or folder holds, independent of where it lives and of its
+    mtime, so the same weights reached through a moved or copied checkout match.
+
+    Small files are hashed whole; a big one (a GGUF or safetensors base) by its size, head,
+    tail and ``SAMPLES`` evenly spaced 1 MiB blocks (a few MiB read, not gigabytes). A folder:
+    its top-level files by name, as :func:`fingerprint` takes them.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))
+                       and not n.startswith("."))
+        parts = {n: content_fingerprint(os.path.join(path, n)) for n in names}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= BIG_FILE:
+            for block in iter(lambda: f.read(BLOCK), b""):
+                digest.update(block)
+        else:
+            for i in range(SAMPLES + 2):
+                f.seek(min(i * (size - BLOCK) // (SAMPLES + 1), size - BLOCK))
+                digest.update(f.read(BLOCK))
+    return digest.hexdigest()
