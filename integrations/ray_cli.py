@@ -34,6 +34,7 @@ def index_with_ray(args: argparse.Namespace, paths: list[Path], **collection_opt
     import ray
 
     from .ray import index_dataset
+    from .ray_pool import init_ray
     from .sources import Skipped, iter_documents
 
     rows, skipped = [], []
@@ -44,7 +45,7 @@ def index_with_ray(args: argparse.Namespace, paths: list[Path], **collection_opt
         else:
             rows.append({"id": doc.id, "text": doc.text, "meta": json.dumps(doc.metadata)})
     if not ray.is_initialized():
-        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+        init_ray(args.ray_address, include_dashboard=False, log_to_driver=False)
     report = index_dataset(
         ray.data.from_items(rows), spec_from_args(args), collection=args.collection,
         path=args.qdrant_path, url=args.qdrant_url, retries=args.retries,
