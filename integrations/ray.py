@@ -57,6 +57,9 @@ class EmbedBatch:
                            "(e.g. %s)", int((~keep).sum()), len(keep), self.text_column,
                            ", ".join(bad))
             batch = {k: v[keep] for k, v in batch.items()}
+            # a block of NaNs alone is a float column: keep the text column's type text
+            batch[self.text_column] = np.array([str(t) for t in batch[self.text_column]],
+                                               dtype=object)
         texts = [str(t) for t in batch[self.text_column]]
         batch[self.output_column] = (self.encode(texts, **self.kwargs) if texts else
                                      np.zeros((0, self.encoder.dim), np.float32))
