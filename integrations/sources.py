@@ -180,7 +180,7 @@ def _from_path(path: Path, *, text_field: str, id_field: str, one_per_line: bool
             if file.suffix.lower() in (*TEXT_SUFFIXES, ".jsonl"):
                 yield from _from_file(file, label + file.relative_to(path).as_posix(),
                                       text_field, id_field, one_per_line, id_scope)
-    elif path.exists() or path.is_symlink():
+    elif path.exists():
         yield from _from_file(path, path.as_posix(), text_field, id_field, one_per_line,
                               id_scope)
     else:
@@ -190,9 +190,8 @@ def _from_path(path: Path, *, text_field: str, id_field: str, one_per_line: bool
 
 def _from_file(file: Path, rel: str, text_field: str, id_field: str, one_per_line: bool,
                id_scope: str) -> Iterator[SourceDoc | Skipped]:
-    if not file.is_file():  # reading a FIFO would block forever; a device has no end
-        kind = "a dangling link" if not file.exists() else "a FIFO, socket or device"
-        yield Skipped(str(file), f"not a regular file ({kind}): skipped")
+    if file.exists() and not file.is_file():  # a FIFO would block forever, a device never end
+        yield Skipped(str(file), "not a regular file (a FIFO, socket or device): skipped")
         return
     if file.suffix.lower() == ".jsonl":
         yield from _from_jsonl(file, rel, text_field, id_field,

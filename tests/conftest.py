@@ -22,6 +22,7 @@ COMPAT_FILES = {
     "test_llamaindex.py",       # llama-index-core
     "test_qdrant.py",           # qdrant-client
     "test_qdrant_interop.py",   # qdrant-client with LangChain's and LlamaIndex's stores
+    "test_qdrant_store.py",     # qdrant-client, LangChain and LlamaIndex writing one collection
     "test_mteb.py",             # mteb
     "test_ray.py",              # ray[data]
 }

@@ -175,3 +175,20 @@ def test_a_locked_embedded_store_names_its_folder_and_the_way_out(tiny_encoder, 
         assert "None" not in cli and " url=" not in cli
     finally:
         holder.close()
+
+
+def test_the_option_groups_snippet_of_the_docs_runs(tiny_encoder, tmp_path, monkeypatch):
+    import re
+    import textwrap
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    block = textwrap.dedent(next(b for b in blocks if "QdrantStore(" in b))
+    monkeypatch.chdir(tmp_path)
+    namespace = {"model": tiny_encoder}
+    exec(compile(block, "docs/integrations.md", "exec"), namespace)  # noqa: S102
+    hits = namespace["hits"]
+    assert hits[0].payload["page_content"] == "Bushfires threaten homes west of Sydney."
+    assert namespace["ix"].store.options.quantization == "scalar"
+    assert namespace["ix"].chunker.size == 64
