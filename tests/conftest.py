@@ -25,6 +25,7 @@ COMPAT_FILES = {
     "test_qdrant_store.py",     # qdrant-client, LangChain and LlamaIndex writing one collection
     "test_mteb.py",             # mteb
     "test_ray.py",              # ray[data]
+    "test_ray_edges.py",        # ray[data]: a cluster that feeds its actors, dies with its driver
 }
 
 
@@ -125,6 +126,7 @@ HANG_LIMITS_S = {
     "test_pool.py": 600,
     "test_qdrant_resume.py": 600,
     "test_ray.py": 900,
+    "test_ray_edges.py": 900,
     "test_training_distributed.py": 1200,
 }
 

@@ -22,12 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"llm2vec_rag": "llm2vec_rag", "training": "llm2vec_rag.training",
             "export": "llm2vec_rag.export", "integrations": "llm2vec_rag.integrations"}
 # (file, private name) -> why it stays for now
-_STORE = ("the Ray indexer's reach into the Qdrant indexer: replaced by the public store "
-          "(issue 27 item 1), which lands separately")
-ALLOWED: dict[tuple[str, str], str] = {
-    ("integrations/_ray_index.py", name): _STORE
-    for name in ("_from_record", "_Uploader", "_check_pool_args", "_worker_spec",
-                 "_ensure_collection", "_remote", "_call", "_prune")}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def private(name: str) -> bool:

@@ -128,7 +128,7 @@ def test_as_many_workers_as_cpus_finishes(cluster, model, tmp_path, capsys):
     args = ["index", str(folder), "--model", model, "--qdrant-path", str(tmp_path / "q"),
             "--chunk-size", "16", "--batch-size", "4", "--no-progress", "--ray",
             "--workers", "2"]
-    assert bounded(lambda: main(args), 300) == 0
+    assert bounded(lambda: main(args), 600) == 0
     assert "40 indexed" in capsys.readouterr().err
     with QdrantIndexer(LLM2Vec.from_pretrained(model, device="cpu"),
                        path=str(tmp_path / "q")) as ix:
