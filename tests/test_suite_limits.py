@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import HANG_LIMITS_S
+from conftest import HANG_LIMITS_S, SLOW
 
 pytest_plugins = ["pytester"]
 
@@ -19,6 +19,22 @@ def test_hang_limits_name_existing_test_files():
     here = os.path.dirname(__file__)
     missing = [name for name in HANG_LIMITS_S if not os.path.isfile(os.path.join(here, name))]
     assert not missing, f"tests/conftest.py HANG_LIMITS_S names files that do not exist: {missing}"
+
+
+def test_slow_entries_name_existing_tests():
+    """A renamed test would silently move back into the development lane."""
+    here = os.path.dirname(__file__)
+    missing = []
+    for entry in SLOW:
+        name, _, test = entry.partition("::")
+        path = os.path.join(here, name)
+        if not os.path.isfile(path):
+            missing.append(entry)
+        elif test:
+            with open(path, encoding="utf-8") as f:
+                if f"def {test}(" not in f.read():
+                    missing.append(entry)
+    assert not missing, f"tests/conftest.py SLOW names tests that do not exist: {missing}"
 
 
 @pytest.mark.timeout(120)
