@@ -5,7 +5,7 @@ above its mmap threshold with fresh ``mmap`` calls; both thresholds start small 
 grow with what was freed last. A CPU forward pass allocates and frees the same few-megabyte
 activations in every layer, so each layer faults its memory back in page by page: 32 long
 texts at the default token budget took 2.4 million minor page faults and 4.0 s of system
-time, and ran 1.15x faster with the thresholds raised (benchmarks/README.md, issue #10).
+time, and ran 1.15x faster with the thresholds raised (benchmarks/results/issue10/NOTES.md).
 Raising them once with ``mallopt`` is what jemalloc or tcmalloc (``LD_PRELOAD``, as
 ``python -m torch.backends.xeon.run_cpu`` sets up) do by design, without a preload.
 

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 PROGRESS_MIN_TEXTS = 256  # below this, a progress bar is noise
 # Padded tokens per batch by default. On CPU, time is linear in padded tokens, so a budget
 # bounds padding (batches of similar lengths, as many rows as fit) and keeps matmuls big
-# enough: 2048 measured best on 2 cores (benchmarks/README.md, "token budget"). On a GPU,
-# bigger batches fill the device: 16384 (unmeasured; LLM2Vec derives it from free memory).
+# enough: 2048 measured best on 2 cores (benchmarks/results/issue10/NOTES.md, "Token
+# budget"). On a GPU, bigger batches fill the device: 16384 (unmeasured; LLM2Vec derives it
+# from free memory).
 CPU_MAX_BATCH_TOKENS = 2048
 GPU_MAX_BATCH_TOKENS = 16384
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")  # sentence-transformers' names

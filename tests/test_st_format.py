@@ -173,7 +173,8 @@ def test_langchain_huggingface_embeddings(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_smollm2_difference(tmp_path, smollm2):
-    """The real weights: chat template off, and the size of what ST cannot express (README)."""
+    """The real weights: chat template off, and the size of what ST cannot express
+    (docs/coming-from.md)."""
     from llm2vec_rag.training.evaluate import read_lee
 
     docs = read_lee()[0][:16]
