@@ -18,17 +18,9 @@ logger = logging.getLogger("llm2vec_rag.integrations.ray")
 
 def encoder_spec(model: str | EncoderSpec | Any, adapters: Sequence[str] = (),
                  **options: Any) -> EncoderSpec:
-    """A spec from a name (+ adapters, options), a spec, or an encoder that has one."""
-    if isinstance(model, EncoderSpec):
-        return model.replace(**options) if options else model
-    if isinstance(model, str):
-        return EncoderSpec(model, tuple(adapters), options.pop("backend", "torch"), options)
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        raise TypeError(f"model must be a name, an EncoderSpec or an encoder loaded by name "
-                        f"(which has .spec), got {type(model).__name__}: Ray workers rebuild "
-                        f"the encoder themselves")
-    return spec.replace(**options) if options else spec
+    """A spec from a name (+ adapters, options), a spec, or an encoder that has one
+    (``EncoderSpec.of``, the one way; kept under this name for Ray's callers)."""
+    return EncoderSpec.of(model, adapters, **options)
 
 
 def worker_spec(spec: EncoderSpec, num_gpus: float) -> EncoderSpec:

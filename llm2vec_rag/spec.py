@@ -19,7 +19,7 @@ import importlib
 import inspect
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,24 @@ class EncoderSpec:
                             f"e.g. device='cuda:0', dtype='bfloat16'.") from None
         object.__setattr__(self, "options", options)
 
+    @classmethod
+    def of(cls, model: Any, adapters: Sequence[str] = (), **options: Any) -> EncoderSpec:
+        """The spec of ``model``: a name (+ ``adapters`` and loader ``options``, ``backend=``
+        among them), a spec, or an encoder loaded by name (its ``spec``); ``options`` are
+        applied on top of a given spec. What every entry point that takes "a model" uses."""
+        if isinstance(model, EncoderSpec):
+            return model.replace(**options) if options else model
+        if isinstance(model, (str, os.PathLike)):
+            backend = options.pop("backend", "torch")
+            return cls(os.fspath(model), tuple(str(a) for a in adapters or ()), backend,
+                       options)
+        spec = getattr(model, "spec", None)
+        if spec is None:
+            raise TypeError(f"model must be a name, an EncoderSpec or an encoder loaded by "
+                            f"name (which has .spec), got {type(model).__name__}: other "
+                            f"processes rebuild the encoder themselves")
+        return spec.replace(**options) if options else spec
+
     def replace(self, **options: Any) -> EncoderSpec:
         """The same encoder with some options changed (e.g. ``device`` for one pool worker)."""
         return EncoderSpec(self.model, self.adapters, self.backend, {**self.options, **options})
@@ -87,10 +105,13 @@ class EncoderSpec:
                    raw.get("options", {}))
 
 
-def load_encoder(model: str, adapters: list[str] | None = None, backend: str = "torch",
-                 **kwargs: Any):
-    """``LLM2Vec.from_pretrained`` (torch) or ``OnnxLLM2Vec.from_pretrained`` (onnx) by name."""
-    return EncoderSpec(str(model), tuple(adapters or ()), backend, kwargs).load()
+def load_encoder(model: str | EncoderSpec, adapters: list[str] | None = None,
+                 backend: str = "torch", **kwargs: Any):
+    """``LLM2Vec.from_pretrained`` (torch) or ``OnnxLLM2Vec.from_pretrained`` (onnx) by name,
+    or a spec loaded (``EncoderSpec.of``)."""
+    if isinstance(model, EncoderSpec):
+        return EncoderSpec.of(model, **kwargs).load()
+    return EncoderSpec.of(model, adapters or (), backend=backend, **kwargs).load()
 
 
 def plain(value: Any) -> Any:

@@ -70,3 +70,16 @@ def test_forward_batch_is_public_and_the_old_name_still_works(tiny_encoder):
     np.testing.assert_allclose(got[np.argsort(batch.index)], tiny_encoder.encode(texts),
                                atol=1e-6)
     np.testing.assert_array_equal(tiny_encoder._forward_batch(batch), got)
+
+
+def test_spec_of_a_name_a_spec_or_an_encoder(tiny_model_dir):
+    folder = tiny_model_dir("llama")
+    by_name = EncoderSpec.of(folder, ["a1"], pooling="bos")
+    assert by_name == EncoderSpec(folder, ("a1",), "torch", {"pooling": "bos"})
+    assert EncoderSpec.of(by_name, device="cpu").options == {"pooling": "bos", "device": "cpu"}
+    assert EncoderSpec.of("onnx-dir", backend="onnx").backend == "onnx"
+    loaded = LLM2Vec.from_pretrained(folder, pooling="bos")
+    assert EncoderSpec.of(loaded) == loaded.spec
+    with pytest.raises(TypeError, match="loaded by name"):
+        EncoderSpec.of(object())
+    assert load_encoder(EncoderSpec.of(folder, pooling="bos")).config.pooling == "bos"
