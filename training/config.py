@@ -4,6 +4,7 @@ or shipped presets plus ``key=value`` overrides (so a typo fails before any mode
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +18,8 @@ PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
 CONFIG_FILE = "training_config.yaml"
 _RESUME = ("auto", "true", "false")
 ADAPTER_DTYPES = ("float32", "float16", "bfloat16")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -189,6 +192,17 @@ def preset_names() -> list[str]:
     return sorted(n.rsplit(".", 1)[0] for n in os.listdir(PRESET_DIR) if n.endswith(".yaml"))
 
 
+# What a preset costs beyond what its keys say, announced when it is loaded (and in
+# presets/README.md): measured with /usr/bin/time -v (maximum resident set size).
+PRESET_NOTES = {
+    "simcse-cpu": "the simcse-cpu preset needs a lot of RAM: with SmolLM2-135M, batch_size=32 "
+                  "(64 rows with the dropout copies) x max_length=64 keeps every layer's "
+                  "activations for the backward pass, and its first step went past 12 GiB "
+                  "resident (gradient_checkpointing=true still reached 7.7 GiB); lower "
+                  "batch_size or max_length on a machine with less than 16 GB",
+}
+
+
 def load_config(stage: str, source: str | os.PathLike | dict | None = None,
                 overrides: dict | None = None) -> TrainConfig:
     """A stage's config from a file path, a preset name (``mntp-cpu``) or a dict, then overrides.
@@ -209,6 +223,8 @@ def load_config(stage: str, source: str | os.PathLike | dict | None = None,
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"Unknown config key {key!r} for stage {stage!r}.{hint}")
+    if isinstance(source, str) and source in PRESET_NOTES:
+        logger.warning(PRESET_NOTES[source])
     return cls(**raw)
 
 
