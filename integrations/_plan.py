@@ -109,9 +109,11 @@ class Job:
 
 
 def encoder_fingerprint(encoder: Any, chunker: Any) -> list:
-    """What else a stored vector depends on: another model or chunking means re-embedding."""
-    return [chunker.size, chunker.overlap, encoder.config.document_instruction,
-            encoder.config.pooling, getattr(encoder, "source", "")]
+    """What else a stored vector depends on: another model or chunking means re-embedding
+    (late chunking too; without it the list, and so every stored hash, is as before)."""
+    out = [chunker.size, chunker.overlap, encoder.config.document_instruction,
+           encoder.config.pooling, getattr(encoder, "source", "")]
+    return out + ["late_chunking"] if getattr(chunker, "late", False) else out
 
 
 def doc_hash(doc: SourceDoc, fingerprint: list) -> str:

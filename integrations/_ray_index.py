@@ -31,6 +31,7 @@ from llm2vec_rag.spec import EncoderSpec
 from . import _qdrant_config as qc
 from ._plan import IndexReport, Job, Planned, RunPlan, encoder_fingerprint
 from .chunking import TokenChunker, check_chunk_size
+from .embed import embed_chunks
 from .identity import EncoderIdentity, identity_of
 from .options import ChunkOptions, CollectionOptions, Connection, WriteOptions, split_keywords
 from .ray_pool import actor_cpus, check_pool_args, encoder_spec, init_ray, worker_spec
@@ -77,7 +78,7 @@ def _server_store(job: _Job) -> QdrantStore:
 
 def _tools(job: _Job) -> tuple[TokenChunker, QdrantStore | None]:
     if job.token not in _CACHE:
-        chunker = TokenChunker(job.identity.tokenizer, job.chunking.size, job.chunking.overlap)
+        chunker = TokenChunker.from_options(job.identity.tokenizer, job.chunking)
         _CACHE.clear()
         _CACHE[job.token] = (chunker, _server_store(job) if job.server else None)
     return _CACHE[job.token]
@@ -170,6 +171,7 @@ class EmbedAndWrite:
 
             torch.set_num_threads(threads)
         self.encoder = spec.load()
+        self.chunker = TokenChunker.from_options(self.encoder.tokenizer, job.chunking)
         self.encode_batch_size = encode_batch_size
         self.store = _server_store(job) if job.server else None
 
@@ -179,10 +181,8 @@ class EmbedAndWrite:
         rows = [{**r, "chunks": r["chunks"] or [], "deletes": r["deletes"] or []}
                 for r in table.to_pylist()]  # Arrow gives null for empty lists
         todo = [r for r in rows if r["status"] == TODO]
-        texts = [c for r in todo for c in r["chunks"]]
-        vectors = (self.encoder.encode_documents(texts, normalize=True, show_progress=False,
-                                                 batch_size=self.encode_batch_size)
-                   if texts else np.zeros((0, self.encoder.dim), np.float32))
+        vectors = embed_chunks(self.encoder, [(r["text"], r["chunks"]) for r in todo],
+                               self.chunker, batch_size=self.encode_batch_size)
         if self.store is not None:  # a server: every actor writes its own batches
             job = Job([Planned(_doc(r), r["chunks"], r["doc_hash"]) for r in todo],
                       [d for r in todo for d in r["deletes"]])
@@ -202,8 +202,10 @@ def _doc(r: dict) -> SourceDoc:
 
 
 
-def _late_embed(spec: EncoderSpec, texts: list[str]) -> np.ndarray:
-    return spec.load().encode_documents(texts, normalize=True, show_progress=False)
+def _late_embed(spec: EncoderSpec, chunking: ChunkOptions,
+                docs: list[tuple[str, list[str]]]) -> np.ndarray:
+    encoder = spec.load()
+    return embed_chunks(encoder, docs, TokenChunker.from_options(encoder.tokenizer, chunking))
 
 
 def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = (), *,
@@ -224,8 +226,9 @@ def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
     torch threads) embed ``writing.batch_size`` documents per call. The store, collection,
     chunking and writing options are ``QdrantIndexer``'s groups, or their flat keywords
     (``path=``, ``url=``, ``api_key=``, ``retries=``, ``chunk_size=``, ``batch_size=``,
-    ``quantization=``...). The report counts what the collection holds afterwards, as the
-    indexer's does.
+    ``quantization=``...; ``late_chunking=True`` is ``ChunkOptions(late=True)``: the vectors
+    ``QdrantIndexer(late_chunking=True)`` stores). The report counts what the collection
+    holds afterwards, as the indexer's does.
     """
     import ray
     import ray.data
@@ -263,7 +266,7 @@ def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
                 threads=threads_per_worker))
         out.context.execution_options.preserve_order = True  # "the last record wins"
         uploader = None if server else store.uploader()
-        chunker = TokenChunker(identity.tokenizer, chunking.size, chunking.overlap)
+        chunker = TokenChunker.from_options(identity.tokenizer, chunking)
         plan = _drain(out, store, RunPlan(chunker, encoder_fingerprint(identity, chunker),
                                           _reader(job), report, batch_size),
                       job, spec.replace(device="cpu"), uploader, show_progress)
@@ -328,10 +331,10 @@ def _drain(ds, store: QdrantStore, plan: RunPlan, job: _Job, cpu_spec: EncoderSp
                 final = _fixups(final, written, repeats, slots)
             missing = [p for p in final.docs if id(p.doc) not in vectors]
             if missing:  # a repeated id whose content is back to what was stored
-                texts = [c for p in missing for c in p.chunks]
                 import ray
 
-                vecs = ray.get(ray.remote(_late_embed).remote(cpu_spec, texts))
+                vecs = ray.get(ray.remote(_late_embed).remote(
+                    cpu_spec, job.chunking, [(p.doc.text, p.chunks) for p in missing]))
                 row = 0
                 for p in missing:
                     vectors[id(p.doc)] = vecs[row: row + len(p.chunks)]

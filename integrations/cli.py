@@ -104,8 +104,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                       shard_number=args.shards, replication_factor=args.replicas,
                       payload_indexes=_payload_indexes(args.payload_index),
                       chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-                      batch_size=args.batch_size,
-                      max_batch_tokens=args.max_batch_tokens) as indexer:
+                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                      late_chunking=args.late_chunking) as indexer:
             report = indexer.index(paths, prune=args.prune, show_progress=not args.no_progress,
                                    text_field=args.field, id_field=args.id_field,
                                    one_per_line=args.one_per_line, id_scope=args.id_scope)
@@ -163,6 +163,10 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-overlap", type=int, default=None,
                    help="tokens shared by neighbouring chunks (default: size/8, at most 32)")
     p.add_argument("--batch-size", type=int, default=64, help="chunks per embed/upload batch")
+    p.add_argument("--late-chunking", action="store_true",
+                   help="pool each chunk from a forward pass over its whole document, so its "
+                        "vector carries the document's context (same chunks, ids and payloads; "
+                        "toggling it re-embeds)")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="most padded tokens per encode batch (default: the encoder's)")
     p.add_argument("--one-per-line", action="store_true",

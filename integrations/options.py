@@ -67,10 +67,12 @@ class CollectionOptions:
 
 @dataclass
 class ChunkOptions:
-    """Token windows: ``size`` tokens, ``overlap`` shared (default: size / 8, at most 32)."""
+    """Token windows: ``size`` tokens, ``overlap`` shared (default: size / 8, at most 32);
+    ``late``: each chunk's vector pooled in its whole document's context (late chunking)."""
 
     size: int = 256
     overlap: int | None = None
+    late: bool = False
 
 
 @dataclass
@@ -93,6 +95,7 @@ KEYWORDS: dict[str, tuple[type, str]] = {
     **{f.name: (Connection, f.name) for f in dataclasses.fields(Connection)},
     **{f.name: (CollectionOptions, f.name) for f in dataclasses.fields(CollectionOptions)},
     "chunk_size": (ChunkOptions, "size"), "chunk_overlap": (ChunkOptions, "overlap"),
+    "late_chunking": (ChunkOptions, "late"),
     "batch_size": (WriteOptions, "batch_size"),
     "max_batch_tokens": (WriteOptions, "max_batch_tokens"),
 }

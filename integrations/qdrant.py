@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ._encoder import check_encoder
 from ._plan import IndexReport, Job, RunPlan, encoder_fingerprint
 from .chunking import TokenChunker, check_chunk_size
+from .embed import embed_chunks
 from .identity import EncoderIdentity, identity_of
 from .options import ChunkOptions, CollectionOptions, Connection, WriteOptions, split_keywords
 from .sources import iter_documents
@@ -61,7 +62,7 @@ class QdrantIndexer:
                          encoder.config.max_length)
         if not isinstance(collection, str) or not collection:
             raise ValueError(f"collection must be a non-empty name, got {collection!r}")
-        self.chunker = TokenChunker(encoder.tokenizer, chunking.size, chunking.overlap)
+        self.chunker = TokenChunker.from_options(encoder.tokenizer, chunking)
         self.store = QdrantStore(collection, groups[Connection], groups[CollectionOptions])
         self.collection = collection
         self.client = self.store.client
@@ -112,7 +113,7 @@ class QdrantIndexer:
         bar = tqdm(disable=not show_progress, desc=f"index {self.collection}", unit="doc")
         try:
             for job in plan.jobs(docs):
-                uploader.put(job, self._embed(job.texts))
+                uploader.put(job, self._embed(job))
                 bar.update(job.n_read)
                 bar.set_postfix(chunks=report.chunks, skipped=report.skipped, refresh=False)
             uploader.close()
@@ -146,12 +147,10 @@ class QdrantIndexer:
         """Apply one planned job: delete its stale points, then upsert its chunks."""
         self.store.write(job, vectors)
 
-    def _embed(self, texts: list[str]):
-        if not texts:
-            return []
-        return self.encoder.encode_documents(texts, normalize=True, show_progress=False,
-                                             batch_size=self.batch_size,
-                                             max_batch_tokens=self.max_batch_tokens)
+    def _embed(self, job: Job):
+        return embed_chunks(self.encoder, [(p.doc.text, p.chunks) for p in job.docs],
+                            self.chunker, batch_size=self.batch_size,
+                            max_batch_tokens=self.max_batch_tokens)
 
     # -- search -----------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, filter: Any = None,

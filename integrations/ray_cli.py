@@ -53,6 +53,7 @@ def index_with_ray(args: argparse.Namespace, paths: list[Path], **collection_opt
         num_cpus=args.cpus_per_worker, threads_per_worker=max(1, int(args.cpus_per_worker)),
         batch_size=args.batch_size, chunk_size=args.chunk_size,
         chunk_overlap=args.chunk_overlap, metadata_column="meta", prune=args.prune,
+        late_chunking=args.late_chunking,
         show_progress=not args.no_progress, **collection_options)
     for s in skipped:
         report.skip(s.source, s.reason)
