@@ -121,6 +121,8 @@ def test_cli_index_late_chunking(tiny_model_dir, tmp_path, capsys):
     assert "2 documents (2 indexed" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a Ray cluster: about a minute on 2 cores
+@pytest.mark.timeout(900)  # a cluster that never reports back fails instead of hanging
 def test_ray_index_dataset_late_chunking_matches_the_indexer(tiny_model_dir, tiny_encoder,
                                                              tmp_path):
     ray = pytest.importorskip("ray")

@@ -13,6 +13,7 @@ from tiny import CORPUS
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.timeout(600)  # a server that never answers fails instead of hanging
 
 CHUNKS = CORPUS[:6]  # about 90 tokens: beyond the served max_length of 64, so windowed
 
