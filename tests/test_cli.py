@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from llm2vec_rag import LLM2Vec
 from llm2vec_rag.cli import main
@@ -63,3 +64,22 @@ def test_onnx_with_adapters_is_refused(tmp_path, capsys):
     assert main(["encode", str(good), "--onnx", "--model", str(tmp_path),
                  "--adapter", str(tmp_path / "lora")]) == 2
     assert "adapters cannot be applied to an ONNX export" in capsys.readouterr().err
+
+
+def test_bad_input_is_one_line_but_a_bug_shows_its_traceback(tmp_path, capsys, monkeypatch):
+    from llm2vec_rag import cli
+
+    assert main(["encode", str(tmp_path / "t.txt"), "-o", str(tmp_path / "v.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write .txt files" in err  # bad input: one line
+
+    def bug(args):  # what a programming error in a command looks like
+        return len(None)
+
+    monkeypatch.setattr(cli, "cmd_encode", bug)  # the parser binds the command when built
+    with pytest.raises(TypeError, match="NoneType"):
+        main(["encode", str(tmp_path / "t.txt")])
+    monkeypatch.undo()
+    monkeypatch.setenv("LLM2VEC_RAG_DEBUG", "1")  # every error with its traceback
+    with pytest.raises(ValueError, match="cannot write"):
+        main(["encode", str(tmp_path / "t.txt"), "-o", str(tmp_path / "v.txt")])
