@@ -164,3 +164,25 @@ def test_smollm2_mean_of_tokens_is_the_sentence_vector(smollm2):
     spans = [(0, len(texts[0]))]
     np.testing.assert_allclose(smollm2.encode_chunks(texts[0], spans),
                                smollm2.encode(texts[0]), atol=1e-4)
+
+
+def test_an_export_without_token_outputs_says_to_re_export(llama_onnx, tmp_path):
+    """A folder exported before token outputs existed: sentence vectors still work, token
+    embeddings and late chunking name the missing output and the fix."""
+    import shutil
+
+    import onnx
+
+    from llm2vec_rag.export import OnnxLLM2Vec
+
+    old = tmp_path / "old"
+    shutil.copytree(llama_onnx, old)
+    graph = onnx.load(str(old / "model.onnx"))
+    del graph.graph.output[1:]
+    onnx.save(graph, str(old / "model.onnx"))
+    encoder = OnnxLLM2Vec.from_pretrained(old, provider="cpu")
+    assert encoder.encode(TEXTS[:2]).shape == (2, encoder.dim)
+    with pytest.raises(ValueError, match="re-export"):
+        encoder.encode(TEXTS[:2], output_value="token_embeddings")
+    with pytest.raises(ValueError, match="token_embeddings"):
+        encoder.encode_chunks(TEXTS[0], [(0, 5)])
