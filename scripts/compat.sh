@@ -8,7 +8,8 @@
 # Both use the CPU torch build (TORCH_SPEC, default torch==2.13.0): torch is not what varies.
 # Usage: bash scripts/compat.sh [newest] [minimum]   (default: both)
 # Environment: COMPAT_DIR (where the venvs and logs go; default a new temporary folder),
-# PYTEST_ARGS (default: -m compat, slow tests included), PYTHON (default python3).
+# PYTEST_MARK (default: compat, slow tests included; e.g. "compat and not slow"),
+# PYTHON (default python3).
 # Prints one table row per lane; the logs and `pip freeze` of each lane stay in COMPAT_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -92,9 +93,8 @@ for lane in $LANES; do
     rc_all=1
     continue
   fi
-  # shellcheck disable=SC2086
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-    ${PYTEST_ARGS:--m compat} >> "$log" 2>&1
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider \
+    -m "${PYTEST_MARK:-compat}" >> "$log" 2>&1
   test_rc=$?
   summary=$(grep -E "(passed|failed|error)" "$log" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//')
   row "$lane" "${summary:-pytest exit $test_rc}"
