@@ -40,10 +40,12 @@ class Metrics:
         self.texts = Counter("llm2vec_rag_texts", "texts embedded", registry=r)
         self.tokens = Counter("llm2vec_rag_tokens", "tokens embedded", registry=r)
 
-    def observe_request(self, path: str, code: int, seconds: float) -> None:
+    def observe_request(self, path: str, code: int, seconds: float, error: bool = True) -> None:
+        """Count one answer; ``error=False`` keeps an expected >= 400 answer (``/health``'s
+        503 while the model loads) out of the error counter."""
         route = path if path in ROUTES else "other"  # bounded label values
         self.requests.labels(route, str(code)).inc()
-        if code >= 400:
+        if code >= 400 and error:
             self.errors.labels(route, str(code)).inc()
         self.latency.labels(route).observe(seconds)
 

@@ -32,6 +32,10 @@ class EmbeddingsRequest(BaseModel):
                           "(default); the '<model>-query' id means query")
     instruction: StrictStr | None = Field(
         None, description="Extension: an explicit instruction, attended to but not pooled")
+    truncate: StrictBool | None = Field(
+        None, description="Extension, TEI's flag: true embeds the first max_length tokens of "
+                          "an over-long text; false answers 413 (default: the server's "
+                          "--auto-truncate, off)")
     late_chunking: StrictBool = Field(
         False, description="Extension (Jina's name): the inputs are consecutive chunks of one "
                            "document, joined with one space and encoded in one pass; each "
@@ -63,7 +67,9 @@ class EmbedRequest(BaseModel):
 
     inputs: StrictStr | list[StrictStr]
     normalize: StrictBool = True
-    truncate: StrictBool = False
+    truncate: StrictBool | None = Field(
+        None, description="true embeds the first max_length tokens of an over-long text; "
+                          "false answers 413 (default: the server's --auto-truncate, off)")
     truncation_direction: Literal["right", "Right"] = Field(
         "right", description="Only right: the end of a text is cut, the instruction is kept")
     prompt_name: InputType | None = None
