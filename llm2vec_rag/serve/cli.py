@@ -23,6 +23,51 @@ def served_name(args: argparse.Namespace) -> str:
     return name[:-5] if name.endswith(".gguf") else name
 
 
+def api_key_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """The Bearer key from ``LLM2VEC_RAG_API_KEY`` (None: the variable is unset, no auth).
+
+    Set but empty is refused rather than read as "no auth": an unset secret in a deployment
+    template must not open the server. Surrounding whitespace (a trailing newline from a key
+    file) is removed with a warning, since no client could ever send it. The key itself is
+    never printed."""
+    environ = os.environ if environ is None else environ
+    if API_KEY_ENV not in environ:
+        return None
+    raw = environ[API_KEY_ENV]
+    key = raw.strip()
+    if not key:
+        raise ValueError(f"{API_KEY_ENV} is set but empty: set it to the key clients must "
+                         f"send, or unset it (unset {API_KEY_ENV}) to serve without "
+                         f"authentication")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValueError(f"{API_KEY_ENV} contains control characters, which no HTTP client "
+                         f"can send in a header: use printable characters only")
+    if key != raw:
+        print(f"llm2vec-rag serve: warning: {API_KEY_ENV} had {len(raw) - len(key)} "
+              f"whitespace character(s) around it (a newline from a key file?); they were "
+              f"removed, clients send the key without them", file=sys.stderr, flush=True)
+    return key
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every serving flag checked before anything loads: one line naming the flag."""
+    for flag in ("max_batch_tokens", "max_client_batch", "max_queue", "max_chars",
+                 "max_body_bytes"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got "
+                             f"{getattr(args, flag)}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
+    for flag in ("max_wait_ms", "graceful_timeout"):
+        value = getattr(args, flag)
+        if not value >= 0:  # also NaN
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+    for flag in ("headers_timeout", "body_timeout"):
+        value = getattr(args, flag)
+        if not value > 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be > 0 seconds, got {value}")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve embeddings over HTTP: POST /v1/embeddings (OpenAI), POST /embed (TEI),
     GET /v1/models, /health, /metrics. Set LLM2VEC_RAG_API_KEY to require a Bearer key."""
@@ -34,21 +79,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise RuntimeError(f"serve needs the [serve] extra ({err.name} is missing): "
                            f"pip install 'llm2vec-rag[serve]'") from None
     from ..flags import spec_from_args
+    from .deadlines import protocol_with
 
-    for flag in ("max_batch_tokens", "max_client_batch", "max_queue", "max_chars",
-                 "max_body_bytes"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got "
-                             f"{getattr(args, flag)}")
-    if args.max_wait_ms < 0:
-        raise ValueError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+    check_args(args)
+    key = api_key_from_env()
     spec = spec_from_args(args)  # --query-instruction / --document-instruction included
-    key = os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(
         model_name=served_name(args), max_batch_tokens=args.max_batch_tokens,
         max_wait_ms=args.max_wait_ms, max_client_batch=args.max_client_batch,
         max_queue=args.max_queue, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
-        batching=not args.no_batching, normalize=not args.no_normalize, api_key=key)
+        batching=not args.no_batching, normalize=not args.no_normalize,
+        auto_truncate=args.auto_truncate, api_key=key)
     failed: list[BaseException] = []
     server: uvicorn.Server | None = None
 
@@ -59,13 +100,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     app = create_app(spec.load, settings, on_load_error=on_load_error)
+    auth = "on" if key else f"OFF ({API_KEY_ENV} unset: anyone who reaches the port may use it)"
     print(f"llm2vec-rag serve: model {settings.model_name!r} (and "
           f"{settings.model_name + '-query'!r}) on http://{args.host}:{args.port}, "
-          f"auth {'on' if key else 'off'} ({API_KEY_ENV}), batching "
-          f"{'on' if settings.batching else 'off'}", file=sys.stderr, flush=True)
+          f"auth {auth}, batching {'on' if settings.batching else 'off'}", file=sys.stderr,
+          flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=args.graceful_timeout,
-                            access_log=args.access_log)
+                            access_log=args.access_log,
+                            http=protocol_with(args.headers_timeout, args.body_timeout))
     server = uvicorn.Server(config)
     # SIGTERM/SIGINT: uvicorn stops listening, answers in-flight requests (up to
     # --graceful-timeout), runs the app's shutdown (the batcher drains), then re-raises the
@@ -95,6 +138,11 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                         "config, usually none)")
     g.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight requests after SIGTERM")
+    g.add_argument("--headers-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request's headers; slower "
+                        "connections are closed")
+    g.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a client has to send a request's body after its headers")
     g.add_argument("--log-level", default="info",
                    help="uvicorn log level: critical|error|warning|info|debug|trace")
     g.add_argument("--access-log", action="store_true", help="log every request (no headers)")
@@ -110,6 +158,10 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                    help="requests waiting before 429 Too Many Requests")
     b.add_argument("--max-chars", type=int, default=32768, help="characters per text")
     b.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="request body size")
+    b.add_argument("--auto-truncate", action="store_true",
+                   help="embed the first max_length tokens of over-long texts when a request "
+                        "does not say (default, as TEI: answer 413 unless the request sends "
+                        "\"truncate\": true)")
     b.add_argument("--no-normalize", action="store_true",
                    help="/v1/embeddings returns raw vectors instead of unit vectors")
     p.set_defaults(func=cmd_serve)
