@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -31,10 +34,34 @@ from .spec import EncoderSpec
 
 POLL_S = 0.5  # how often a waiting parent checks that its workers are alive
 IN_FLIGHT = 2  # chunks queued per worker: one running, one waiting, so no worker idles
+# A worker's exit code when it found itself starting a pool while Python re-imported the
+# caller's script (no ``if __name__ == "__main__":`` guard): the parent names the cause.
+MAIN_GUARD_EXIT = 87
+MAIN_GUARD_HINT = (
+    "the script that started the pool has no `if __name__ == \"__main__\":` guard: worker "
+    "processes are started with 'spawn', which re-imports the script, so each worker ran "
+    "the script's top level again and tried to start a pool of its own. Put the code that "
+    "starts the pool (and encodes) under `if __name__ == \"__main__\":`")
 
 
 class PoolError(RuntimeError):
     """A pool worker died or failed; the pool is closed and cannot be used again."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the process that started it ends, even by SIGKILL (no ``with``
+    block, no ``close``): a thread notices the worker was re-parented within ``POLL_S``.
+    (Not ``prctl(PR_SET_PDEATHSIG)``: it fires when the parent's starting *thread* ends, which
+    would kill a pool started from a short-lived thread.)"""
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="llm2vec-pool-parent-watch", daemon=True).start()
 
 
 def default_devices() -> list[str]:
@@ -49,8 +76,11 @@ def default_devices() -> list[str]:
     return ["cpu"] * max(1, min(4, os.cpu_count() or 1))
 
 
-def _worker(rank: int, spec: EncoderSpec, threads: int | None, jobs, results) -> None:
+def _worker(rank: int, spec: EncoderSpec, threads: int | None, jobs, results,
+            parent_pid: int | None = None) -> None:
     """Build the encoder, then encode chunks until ``None`` arrives (runs in the child)."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     try:
         if threads:
             os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -70,8 +100,9 @@ def _worker(rank: int, spec: EncoderSpec, threads: int | None, jobs, results) ->
             vectors = encoder.encode(texts, instruction=instruction, show_progress=False,
                                      **kwargs)
             results.put(("done", rank, (job_id, chunk, vectors)))
-        except BaseException:  # noqa: BLE001
-            results.put(("error", rank, (job_id, chunk, traceback.format_exc())))
+        except BaseException as err:  # noqa: BLE001 - the call's error, raised in the parent
+            results.put(("error", rank, (job_id, chunk, traceback.format_exc(),
+                                         _picklable(err))))
 
 
 class MultiProcessMixin:
@@ -144,8 +175,15 @@ class EncodePool:
             threads = threads_per_worker if device == "cpu" else None
             proc = ctx.Process(target=_worker, name=f"llm2vec-pool-{rank}", daemon=True,
                                args=(rank, worker_spec, threads, self._jobs[rank],
-                                     self._results))
-            proc.start()
+                                     self._results, os.getpid()))
+            try:
+                proc.start()
+            except RuntimeError as err:
+                if "bootstrapping phase" in str(err):  # we are a worker re-running a script
+                    print(f"llm2vec-rag pool: {MAIN_GUARD_HINT}", file=sys.stderr, flush=True)
+                    raise SystemExit(MAIN_GUARD_EXIT) from None
+                self.close()
+                raise
             self._procs.append(proc)
         try:
             self._wait_ready(start_timeout)
@@ -212,6 +250,9 @@ class EncodePool:
                 proc = self._procs[rank]
                 if not proc.is_alive():
                     self.close(timeout=1.0)
+                    if what == "start" and proc.exitcode == MAIN_GUARD_EXIT:
+                        raise PoolError(f"pool worker {rank} could not start: "
+                                        f"{MAIN_GUARD_HINT}")
                     raise PoolError(
                         f"pool worker {rank} ({self.devices[rank]}) died during {what} (exit "
                         f"code {proc.exitcode}: {_exit_reason(proc.exitcode)}). The pool is "
@@ -260,25 +301,34 @@ class EncodePool:
             for rank in in_flight:
                 if pending:
                     send(rank)
-        remaining = len(chunks)
-        while remaining:
+        failure: tuple | None = None
+        while any(in_flight.values()):
             busy = {r for r, n in in_flight.items() if n}
             kind, rank, value = self._get(deadline, busy, what="encode")
             if kind not in ("done", "error") or value[0] != job_id:
                 continue  # a stale message from an earlier, interrupted call
             in_flight[rank] -= 1
             if kind == "error":
-                self.close(timeout=1.0)
-                raise PoolError(f"pool worker {rank} ({self.devices[rank]}) failed to "
-                                f"encode:\n{value[2]}")
+                # The call's own error (bad input, an instruction with no room for text):
+                # the worker is fine, so the pool stays open. Stop sending, let the chunks
+                # in flight finish, then raise it here.
+                failure = failure or (rank, value[2], value[3])
+                pending.clear()
+                continue
             if tokens:
                 for i, t in zip(chunks[value[1]], value[2]):
                     out[i] = normalize_rows(t) if normalize else t
             else:
                 out[chunks[value[1]]] = value[2]
-            remaining -= 1
             if pending:
                 send(rank)
+        if failure is not None:
+            rank, trace, err = failure
+            note = (f"pool worker {rank} ({self.devices[rank]}) failed on this call (the "
+                    f"pool stays open):\n{trace}")
+            if err is None:
+                raise PoolError(note)
+            raise err from PoolError(note)
         if normalize and not tokens:
             out = normalize_rows(out)
         return out
@@ -286,6 +336,15 @@ class EncodePool:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"
         return f"EncodePool({self.spec.model!r}, devices={self.devices}, {state})"
+
+
+def _picklable(err: BaseException) -> BaseException | None:
+    """``err`` if it survives the trip to the parent, else None (the traceback text goes)."""
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:  # noqa: BLE001 - any failure means: send the text only
+        return None
+    return err
 
 
 def _exit_reason(code: int | None) -> str:

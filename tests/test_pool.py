@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -76,3 +78,65 @@ def test_a_worker_that_cannot_load_reports_why(tmp_path, tiny_encoder):
         tiny_encoder_copy.start_multi_process_pool(["cpu"])
     with pytest.raises(ValueError, match="devices"):
         EncodePool(EncoderSpec("m"), [])
+
+
+def test_a_bad_call_raises_its_error_and_the_pool_stays_usable(encoder, pool):
+    """Issue 31 (11, 12): one call whose input a worker rejects (an instruction with no room
+    for text) closed the whole pool."""
+    with pytest.raises(ValueError, match="instruction takes"):
+        encoder.encode(TEXTS, instruction="word " * 600, pool=pool)
+    calls = pool.calls
+    np.testing.assert_allclose(encoder.encode(TEXTS, pool=pool), encoder.encode(TEXTS),
+                               atol=1e-5)
+    assert pool.calls == calls + 1 and "running" in repr(pool)
+    with pytest.raises(ValueError, match="batch_size"):  # checked before dispatch
+        encoder.encode(TEXTS, batch_size=0, pool=pool)
+    assert pool.encode(TEXTS[:5]).shape == (5, encoder.dim)
+
+
+PARENT = """
+import sys, time
+from llm2vec_rag import EncoderSpec
+from llm2vec_rag.pool import EncodePool
+{guard}
+    pool = EncodePool(EncoderSpec({model!r}, options={{"device": "cpu"}}), ["cpu", "cpu"],
+                      threads_per_worker=1)
+    print(" ".join(str(p.pid) for p in pool._procs), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_workers_die_with_a_parent_killed_by_sigkill(tiny_model_dir, tmp_path):
+    """Issue 31 (11): workers of a parent killed outside a ``with`` block ran forever."""
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT.format(guard='if __name__ == "__main__":',
+                                    model=tiny_model_dir("llama")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.DEVNULL, env=env)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2, "the pool did not start"
+        workers = [psutil.Process(p) for p in pids]
+        assert all(w.is_running() for w in workers)
+        parent.kill()
+        parent.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers outlived their parent: {[w.pid for w in alive]}"
+    finally:
+        parent.kill()
+        for p in psutil.Process().children(recursive=True):
+            p.kill()
+
+
+def test_a_script_without_a_main_guard_is_told_so(tiny_model_dir, tmp_path):
+    """Issue 31 (13): the error blamed memory ("fewer workers or a smaller batch_size")."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(PARENT.format(guard="if True:", model=tiny_model_dir("llama"))
+                      .replace("time.sleep(600)", "pool.close()"))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0
+    assert 'no `if __name__ == "__main__":` guard' in out.stderr
+    assert "PoolError" in out.stderr and "smaller batch_size" not in out.stderr
