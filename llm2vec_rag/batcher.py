@@ -149,6 +149,11 @@ class Batcher:
         """False once the worker gave up or died: requests would wait forever (``/health``)."""
         return self.failed is None and (self._thread.is_alive() or not self._thread.ident)
 
+    @property
+    def stopped(self) -> bool:
+        """True when the worker thread is not running (never started, or finished)."""
+        return not self._thread.is_alive()
+
     def start(self) -> None:
         self._thread.start()
 

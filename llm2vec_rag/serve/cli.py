@@ -112,11 +112,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     # SIGTERM/SIGINT: uvicorn stops listening, answers in-flight requests (up to
     # --graceful-timeout), runs the app's shutdown (the batcher drains), then re-raises the
-    # signal, so the process ends as terminated by it.
-    server.run()
+    # signal, so the process ends as terminated by it. A second signal makes uvicorn skip the
+    # app's shutdown: the batcher is then stopped here, before the interpreter exits.
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        stop_batcher(app.state.llm2vec.batcher)
+        print("llm2vec-rag serve: interrupted", file=sys.stderr, flush=True)
+        return 130
+    stop_batcher(app.state.llm2vec.batcher)
     if failed:
         raise RuntimeError(f"the model failed to load: {failed[0]}")
     return 0
+
+
+def stop_batcher(batcher, timeout: float = 10.0) -> None:
+    """Stop the model worker before the interpreter exits: a daemon thread still inside a
+    forward pass while Python finalizes can abort the process (SIGABRT) instead of exiting.
+    If the batch does not finish within ``timeout``, exit at once without finalizing."""
+    if batcher is None:
+        return
+    batcher.close(timeout=timeout)
+    if not batcher.stopped:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@ that never finishes its headers, trickles its body one byte at a time or declare
 never sends holds a connection (and a request task) forever. Here every request must
 deliver its headers within ``headers_timeout`` seconds of its first byte (or of the
 connection opening) and its whole body within ``body_timeout`` seconds of its headers;
-otherwise the connection is closed (the app sees the client disconnect).
+otherwise the connection is closed (the app sees the client disconnect). On graceful
+shutdown, a connection accepted before it whose request was not read yet is still answered.
 """
 
 from __future__ import annotations
@@ -34,9 +35,21 @@ class DeadlineH11Protocol(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        """Graceful shutdown (SIGTERM). uvicorn closes a connection that has no request yet at
+        once; but a client whose connection was accepted may have sent its request already
+        (still unread while the server was busy): read it and answer it (then close), within
+        ``headers_timeout``. Idle kept-alive connections close at once, as before."""
+        if self.cycle is None and not self.transport.is_closing():
+            self._draining = True
+            return  # the headers deadline armed at connection_made still bounds the wait
+        super().shutdown()
+
     def data_received(self, data: bytes) -> None:
         before = self.cycle
         super().data_received(data)
+        if self.cycle is not before and getattr(self, "_draining", False):
+            self.cycle.keep_alive = False  # answer this request, then close
         if self.cycle is not before:  # headers complete: a new request started
             self._disarm()
             if self.cycle.more_body:
