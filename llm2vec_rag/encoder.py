@@ -29,7 +29,7 @@ from .preprocess import (
     check_count,
     check_inputs,
     check_instruction,
-    check_texts,
+    text_tokens,
 )
 from .quantize import check_output_options, finish, normalize_rows, truncation_warning
 from .similarity import similarity, similarity_pairwise
@@ -253,53 +253,20 @@ class BaseEncoder:
         covering a whole text equals ``encode(text, instruction=instruction)``.
         """
         single = isinstance(documents, str)
-        docs = check_texts([documents] if single else documents)
-        if single:
-            spans = [spans]
-        if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence) or len(
-                spans) != len(docs):
-            raise ValueError(f"spans must hold one list of (start, end) pairs per document: "
-                             f"{len(docs)} documents, got {type(spans).__name__} "
-                             f"{'of ' + str(len(spans)) if isinstance(spans, Sequence) else ''}")
-        where = (lambda d: "document") if single else (lambda d: f"documents[{d}]")
-        checked = [late_chunking.check_spans(doc, s, where(d))
-                   for d, (doc, s) in enumerate(zip(docs, spans))]
+        docs, checked, where = late_chunking.check_request(documents, spans, window_overlap)
         instruction = check_instruction(instruction)
         batch_size, max_batch_tokens = check_batching(batch_size, max_batch_tokens)
-        if window_overlap is not None and (isinstance(window_overlap, bool) or not isinstance(
-                window_overlap, (int, np.integer)) or window_overlap < 0):
-            raise ValueError(f"window_overlap must be a number of tokens >= 0 or None, got "
-                             f"{window_overlap!r}")
-        mode = self.config.pooling
         out = [np.zeros((len(s), self.dim), np.float32) for s in checked]
-        todo = [d for d, s in enumerate(checked) if s]
+        todo = [d for d, s in enumerate(checked) if s]  # documents without spans cost nothing
         with self._lock:
             encoded = self.preprocessor.encode([docs[d] for d in todo], instruction,
                                                offsets=True, truncate=False)
-            plans = [late_chunking.plan_windows(
-                enc.embed_end - enc.embed_start,
-                late_chunking.window_width(enc, self.config.max_length), window_overlap)
-                for enc in encoded]
-            rows, owner = [], []  # every window of every document, and whose window it is
-            for k, enc in enumerate(encoded):
-                rows += late_chunking.window_rows(enc, plans[k])
-                owner += [(k, w) for w in range(len(plans[k]))]
-            states: list[list] = [[None] * len(p) for p in plans]
-            for batch, hidden in self._run_batches(rows, self.forward_tokens, batch_size,
-                                                   show_progress, max_batch_tokens):
-                for row, i in enumerate(batch.index):
-                    k, w = owner[i]
-                    real = np.flatnonzero(batch.attention_mask[row])
-                    states[k][w] = late_chunking.WindowStates(
-                        plans[k][w], text_tokens(hidden[row], batch.embed_mask[row]),
-                        hidden[row, real[0]], hidden[row, real[-1]])
+            windows = late_chunking.Windows(encoded, self.config.max_length, window_overlap)
+            for batch, hidden in self._run_batches(windows.rows, self.forward_tokens,
+                                                   batch_size, show_progress, max_batch_tokens):
+                windows.keep(batch, hidden)
         for k, d in enumerate(todo):
-            windows = states[k]
-            n = encoded[k].embed_end - encoded[k].embed_start
-            for j, span in enumerate(checked[d]):
-                s, e = late_chunking.span_tokens(encoded[k].offsets, span,
-                                                 f"{where(d)} spans[{j}]")
-                out[d][j] = late_chunking.chunk_vector(windows, s, e, n, mode)
+            out[d] = windows.chunk_vectors(k, checked[d], self.config.pooling, where[d])
         if normalize:
             out = [normalize_rows(o) for o in out]
         return out[0] if single else out
@@ -425,12 +392,6 @@ class BaseEncoder:
         if instruction is None and not _names_prompt(encode_kwargs):
             instruction = self.config.document_instruction
         return self.encode(documents, instruction=instruction, **encode_kwargs)
-
-
-def text_tokens(hidden: np.ndarray, embed_mask: np.ndarray) -> np.ndarray:
-    """One row's token embeddings: the states ``[T, D]`` at its text positions (``embed_mask``),
-    in order; the same positions mean pooling averages."""
-    return np.ascontiguousarray(hidden[embed_mask.astype(bool)], dtype=np.float32)
 
 
 def _names_prompt(encode_kwargs: dict) -> bool:

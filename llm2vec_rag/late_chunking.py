@@ -27,9 +27,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .preprocess import Encoded
+from .preprocess import Batch, Encoded, check_texts, text_tokens
 
 POOLINGS = ("mean", "weighted_mean", "eos", "last", "bos")
+
+
+def check_request(documents: object, spans: object, window_overlap: object
+                  ) -> tuple[list[str], list[list[tuple[int, int]]], list[str]]:
+    """``encode_chunks``' arguments checked: the documents, their spans and each document's
+    name for errors (``document`` for one, ``documents[i]`` for a list)."""
+    single = isinstance(documents, str)
+    docs = check_texts([documents] if single else documents)
+    if single:
+        spans = [spans]
+    if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence) or len(
+            spans) != len(docs):
+        got = f"{len(spans)} lists" if isinstance(spans, Sequence) else type(spans).__name__
+        raise ValueError(f"spans must hold one list of (start, end) pairs per document: "
+                         f"{len(docs)} documents, got {got}")
+    if window_overlap is not None and (isinstance(window_overlap, bool) or not isinstance(
+            window_overlap, (int, np.integer)) or window_overlap < 0):
+        raise ValueError(f"window_overlap must be a number of tokens >= 0 or None, got "
+                         f"{window_overlap!r}")
+    where = ["document"] if single else [f"documents[{d}]" for d in range(len(docs))]
+    return docs, [check_spans(doc, s, w) for doc, s, w in zip(docs, spans, where)], where
 
 
 def check_spans(document: str, spans: object, where: str) -> list[tuple[int, int]]:
@@ -136,3 +157,40 @@ def chunk_vector(windows: list[WindowStates], s: int, e: int, n_tokens: int,
     if mode == "bos":
         return first.first if s == 0 else states[0]
     raise ValueError(f"Unknown pooling mode {mode!r}; late chunking supports {POOLINGS}")
+
+
+class Windows:
+    """Every window of every document of one call: the rows to encode (``rows``), then the
+    states each encoded batch gives (``keep``), then the chunk vectors (``chunk_vectors``)."""
+
+    def __init__(self, encoded: list[Encoded], max_length: int,
+                 overlap: int | None = None) -> None:
+        self.encoded = encoded
+        self.plans = [plan_windows(e.embed_end - e.embed_start, window_width(e, max_length),
+                                   overlap) for e in encoded]
+        self.rows: list[Encoded] = []
+        self.owner: list[tuple[int, int]] = []  # row -> (document, window)
+        for k, enc in enumerate(encoded):
+            self.rows += window_rows(enc, self.plans[k])
+            self.owner += [(k, w) for w in range(len(self.plans[k]))]
+        self.states: list[list[WindowStates | None]] = [[None] * len(p) for p in self.plans]
+
+    def keep(self, batch: Batch, hidden: np.ndarray) -> None:
+        """Record what pooling needs from one batch's last hidden states ``[B, T, D]``."""
+        for row, i in enumerate(batch.index):
+            k, w = self.owner[i]
+            real = np.flatnonzero(batch.attention_mask[row])
+            self.states[k][w] = WindowStates(
+                self.plans[k][w], text_tokens(hidden[row], batch.embed_mask[row]),
+                hidden[row, real[0]], hidden[row, real[-1]])
+
+    def chunk_vectors(self, k: int, spans: list[tuple[int, int]], mode: str,
+                      where: str) -> np.ndarray:
+        """Float32 ``(len(spans), D)``: document ``k``'s spans pooled (module rules)."""
+        enc, windows = self.encoded[k], self.states[k]
+        n = enc.embed_end - enc.embed_start
+        out = np.zeros((len(spans), windows[0].tokens.shape[1]), np.float32)
+        for j, span in enumerate(spans):
+            s, e = span_tokens(enc.offsets, span, f"{where} spans[{j}]")
+            out[j] = chunk_vector(windows, s, e, n, mode)
+        return out

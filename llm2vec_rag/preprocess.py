@@ -300,6 +300,12 @@ class Preprocessor:
         return Batch(input_ids, attention, embed, index)
 
 
+def text_tokens(hidden: np.ndarray, embed_mask: np.ndarray) -> np.ndarray:
+    """One row's token embeddings: the states ``[T, D]`` at its text positions (``embed_mask``),
+    in order; the same positions mean pooling averages."""
+    return np.ascontiguousarray(hidden[embed_mask.astype(bool)], dtype=np.float32)
+
+
 def special_template(tokenizer) -> tuple[int, int]:
     """How many special tokens the tokenizer adds before and after the content (BOS, EOS)."""
     probe = "a"
