@@ -101,7 +101,8 @@ class Job:
                 vec = vectors[row]
                 out.append(models.PointStruct(
                     id=qc.point_id(p.doc.id, i),
-                    vector=vec.tolist() if hasattr(vec, "tolist") else [float(x) for x in vec],
+                    vector=vec if isinstance(vec, dict) else (  # dict: named (hybrid)
+                        vec.tolist() if hasattr(vec, "tolist") else [float(x) for x in vec]),
                     payload=qc.payload(p.doc.id, i, len(p.chunks), text, p.doc.metadata,
                                        p.doc_hash)))
                 row += 1

@@ -224,6 +224,14 @@ def payload(doc_id: str, chunk: int, n_chunks: int, text: str, metadata: dict,
     }
 
 
+def node_text(payload: dict) -> str:
+    """The text of a point LlamaIndex wrote (inside ``_node_content``), else ""."""
+    try:
+        return str(json.loads(payload.get("_node_content") or "{}").get("text") or "")
+    except (TypeError, ValueError, AttributeError):
+        return ""
+
+
 def to_filter(spec: Any):
     """{"key": value} (value may be a list: any of) on metadata keys, or a qdrant Filter."""
     from qdrant_client import models

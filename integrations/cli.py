@@ -95,7 +95,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(index_with_ray(args, paths, distance=args.distance, on_disk=args.on_disk,
                                  hnsw=hnsw or None, quantization=args.quantization,
                                  shard_number=args.shards, replication_factor=args.replicas,
-                                 payload_indexes=_payload_indexes(args.payload_index)),
+                                 payload_indexes=_payload_indexes(args.payload_index),
+                                 **({"hybrid": True} if args.hybrid else {})),
                   file=sys.stderr)
             return 0
         encoder = spec_from_args(args).load()
@@ -105,7 +106,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                       payload_indexes=_payload_indexes(args.payload_index),
                       chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
                       batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-                      late_chunking=args.late_chunking) as indexer:
+                      late_chunking=args.late_chunking, hybrid=args.hybrid) as indexer:
             report = indexer.index(paths, prune=args.prune, show_progress=not args.no_progress,
                                    text_field=args.field, id_field=args.id_field,
                                    one_per_line=args.one_per_line, id_scope=args.id_scope)
@@ -135,7 +136,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                       oversampling=args.oversampling) as indexer:
             hits = indexer.search(args.query, k=args.k, filter=flt or None,
                                   instruction=args.instruction,
-                                  allow_other_encoder=args.allow_other_encoder)
+                                  allow_other_encoder=args.allow_other_encoder,
+                                  mode=args.mode, fusion=args.fusion)
     except (ConnectionError, QdrantServerError) as err:
         print(f"llm2vec-rag search: error: {err}", file=sys.stderr)
         return 1
@@ -191,6 +193,9 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, default=None, help="replication factor (cluster)")
     p.add_argument("--payload-index", action="append", default=[], metavar="KEY[:TYPE]",
                    help="index a metadata key on the server (repeatable; TYPE default keyword)")
+    p.add_argument("--hybrid", action="store_true",
+                   help="store a BM25 sparse vector beside the dense one in each point, so "
+                        "`search --mode hybrid|sparse` can match exact terms (a new collection)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from .ray_cli import add_flags
 
@@ -209,6 +214,12 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
                    help="the distance the collection was indexed with (default cosine)")
     p.add_argument("--oversampling", type=float, default=None,
                    help="quantized collection: rescore k * N candidates with float vectors")
+    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default=None,
+                   help="dense vectors, BM25 terms, or both fused in Qdrant (default: hybrid "
+                        "for a collection indexed with --hybrid, else dense)")
+    p.add_argument("--fusion", choices=["rrf", "dbsf"], default="rrf",
+                   help="how --mode hybrid fuses the two rankings: reciprocal rank fusion "
+                        "(default) or distribution-based score fusion")
     p.add_argument("--json", action="store_true", help="one JSON object per hit")
     p.add_argument("--allow-other-encoder", action="store_true",
                    help="search a collection another encoder wrote (refused by default)")

@@ -51,8 +51,10 @@ class Connection:
 @dataclass
 class CollectionOptions:
     """How a new collection is built (``distance``, ``on_disk``, ``hnsw``, ``quantization``,
-    ``shard_number``, ``replication_factor``, ``payload_indexes``) and searched (``rescore``,
-    ``oversampling`` over quantized vectors). See ``_qdrant_config`` for accepted values."""
+    ``shard_number``, ``replication_factor``, ``payload_indexes``, ``hybrid``: a BM25 sparse
+    vector beside the dense one, made by ``sparse_encoder`` or a default
+    ``BM25SparseEncoder``; see ``hybrid``) and searched (``rescore``, ``oversampling`` over
+    quantized vectors). See ``_qdrant_config`` for accepted values."""
 
     distance: Any = "cosine"
     on_disk: bool = False
@@ -63,6 +65,8 @@ class CollectionOptions:
     payload_indexes: list[str] | dict[str, str] | None = None
     rescore: bool = True
     oversampling: float | None = None
+    hybrid: bool = False
+    sparse_encoder: Any = field(default=None, repr=False)
 
 
 @dataclass

@@ -17,6 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from . import _qdrant_config as qc
+from . import hybrid as hb
 from ._encoder import check_encoder
 from ._plan import IndexReport, Job, RunPlan, encoder_fingerprint
 from .chunking import TokenChunker, check_chunk_size
@@ -154,27 +156,37 @@ class QdrantIndexer:
 
     # -- search -----------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, filter: Any = None,
-               instruction: str | None = None, allow_other_encoder: bool = False) -> list[Hit]:
+               instruction: str | None = None, allow_other_encoder: bool = False,
+               mode: str | None = None, fusion: str = "rrf") -> list[Hit]:
         """Top ``k`` chunks for ``query`` (encoded with the query instruction), best first.
         ``filter``: ``{"metadata_key": value or [values]}`` or a qdrant ``models.Filter``.
         Refuses a collection whose metadata records another encoder, unless
-        ``allow_other_encoder``."""
+        ``allow_other_encoder``. ``mode``: ``dense``, ``sparse`` (BM25) or ``hybrid`` (both,
+        fused in Qdrant by ``fusion``: ``rrf`` or ``dbsf``); default hybrid for a collection
+        indexed with ``hybrid=True``, else dense. Hybrid scores are fusion scores."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         if isinstance(k, bool) or not isinstance(k, int):
             raise TypeError(f"k must be an integer, got {k!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        hb.check_mode(mode or "dense", fusion)
         identity = identity_of(self.encoder)
         self.store.ensure(identity.dim, identity.record(), create=False)
-        if not allow_other_encoder:
+        mode = mode or ("hybrid" if self.store.layout == "hybrid" else "dense")
+        hb.check_layout(self.store.layout, mode)  # before encoding anything
+        if not allow_other_encoder and mode != "sparse":
             self.store.check_search_encoder(identity)
-        vec = self.encoder.encode_queries([query], instruction=instruction, normalize=True,
-                                          show_progress=False)[0]
+        vec = sparse = None
+        if mode != "sparse":
+            vec = self.encoder.encode_queries([query], instruction=instruction, normalize=True,
+                                              show_progress=False)[0]
+        if mode != "dense":
+            sparse = self.store.sparse.encode_queries([query])[0]
         hits = []
-        for p in self.store.search(vec, k, filter):
+        for p in self.store.search(vec, k, filter, sparse=sparse, mode=mode, fusion=fusion):
             payload = p.payload or {}
-            text = payload.get("page_content", payload.get("text", ""))
+            text = payload.get("page_content", payload.get("text")) or qc.node_text(payload)
             hits.append(Hit(str(p.id), text, payload.get("metadata") or {}, float(p.score)))
         return hits
 

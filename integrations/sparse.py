@@ -92,6 +92,15 @@ class BM25SparseEncoder:
         (Qdrant's IDF modifier supplies the rest of BM25's score)."""
         return [_vector(dict.fromkeys(terms, 1.0)) for terms in self.terms(texts)]
 
+    def __getstate__(self) -> dict:  # picklable (Ray actors): the stemmer is rebuilt
+        return {k: v for k, v in self.__dict__.items() if k != "_stem"}
+
+    def __setstate__(self, state: dict) -> None:
+        import Stemmer
+
+        self.__dict__.update(state)
+        self._stem = Stemmer.Stemmer(self.language).stemWords if self.language else None
+
     def __repr__(self) -> str:
         return f"BM25SparseEncoder({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _qdrant_config as qc
+from . import hybrid as hb
 from ._plan import Job
 from .identity import ENCODER, MIXED, EncoderIdentity, same_encoder
 from .options import CollectionOptions, Connection, split_keywords
@@ -77,6 +78,14 @@ class QdrantStore:
         self._lock = threading.Lock()
         self.checked = False
         self.recorded: dict = {}  # the collection's metadata, read by ensure()
+        # hybrid (module ``hybrid``): a BM25 vector beside the dense one; ensure() adopts an
+        # existing hybrid collection with the BM25 settings it records
+        self.sparse = opts.sparse_encoder
+        if self.sparse is None and opts.hybrid:
+            from .sparse import BM25SparseEncoder
+
+            self.sparse = BM25SparseEncoder()
+        self.layout = "hybrid" if self.sparse is not None else "dense"
 
     # -- plumbing ---------------------------------------------------------------------------
     def call(self, what: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -105,10 +114,14 @@ class QdrantStore:
             if not create:
                 raise ValueError(f"No collection {self.collection!r} at {self.where}: "
                                  f"index documents into it first")
+            dense = models.VectorParams(size=dim, distance=args["distance"],
+                                        on_disk=args["on_disk"] or None)
+            vectors = {"vectors_config": dense}
+            if self.sparse is not None:
+                vectors = hb.collection_config(dense)
+                record = {**record, hb.RECORD: self.sparse.config()}
             self.call("create the collection", self.client.create_collection,
-                      self.collection,
-                      vectors_config=models.VectorParams(size=dim, distance=args["distance"],
-                                                         on_disk=args["on_disk"] or None),
+                      self.collection, **vectors,
                       hnsw_config=args["hnsw"], quantization_config=args["quantization"],
                       shard_number=args["shard_number"],
                       replication_factor=args["replication_factor"], metadata=record)
@@ -121,18 +134,13 @@ class QdrantStore:
             info = self.call("read the collection", self.client.get_collection,
                              self.collection)
             self.recorded = dict(getattr(info.config, "metadata", None) or {})
-            self._check_vectors(info.config.params.vectors, dim)
+            self._check_vectors(info.config.params, dim, create)
         self.checked = True
         return self.recorded
 
-    def _check_vectors(self, vectors: Any, dim: int) -> None:
+    def _check_vectors(self, params: Any, dim: int, create: bool) -> None:
         distance = self.create_args["distance"]
-        if isinstance(vectors, dict) and list(vectors) == [""]:
-            vectors = vectors[""]  # langchain-qdrant's spelling of the unnamed vector
-        if isinstance(vectors, dict):
-            raise ValueError(
-                f"Collection {self.collection!r} uses named vectors {sorted(vectors)}: it was "
-                f"not written by llm2vec-rag. Choose another collection; nothing was written.")
+        vectors = self._read_layout(params, create)
         if vectors.size != dim or vectors.distance != distance:
             raise ValueError(
                 f"Collection {self.collection!r} holds {vectors.size}-dim vectors with "
@@ -140,6 +148,37 @@ class QdrantStore:
                 f"and distance={distance.value} was asked: it was built with another model or "
                 f"settings. Nothing was written. Index into a new collection, or delete this "
                 f"one first (client.delete_collection({self.collection!r})).")
+
+    def _read_layout(self, params: Any, create: bool) -> Any:
+        """The collection's layout (dense-only or hybrid) and its dense ``VectorParams``:
+        hybrid writes into a dense-only collection are refused; a hybrid collection is
+        adopted with the BM25 settings it records."""
+        from dataclasses import replace
+
+        self.layout, vectors = hb.layout(params.vectors, params.sparse_vectors, self.collection)
+        recorded = self.recorded.get(hb.RECORD)
+        if self.layout == "dense" and self.sparse is not None and create:
+            raise ValueError(
+                f"Collection {self.collection!r} at {self.where} holds dense vectors only (it "
+                f"was indexed without hybrid), so it has no room for BM25 vectors. Nothing was "
+                f"written. Index into a new collection with hybrid=True (--hybrid), or delete "
+                f"this one first (client.delete_collection({self.collection!r})).")
+        if self.layout != "hybrid":
+            return vectors
+        if self.sparse is None:
+            from .sparse import BM25SparseEncoder
+
+            settings = {k: v for k, v in (recorded or {}).items() if k not in ("kind", "hash")}
+            self.sparse = BM25SparseEncoder(**settings)
+        elif recorded is not None and recorded != self.sparse.config():
+            raise ValueError(
+                f"Collection {self.collection!r} holds BM25 vectors made with {recorded}, but "
+                f"this store's sparse encoder is {self.sparse.config()}: their term weights "
+                f"would not match. Leave sparse_encoder out (the recorded settings are used), "
+                f"or index into a new collection.")
+        # the options travel to Ray actors: they write what this collection holds
+        self.options = replace(self.options, hybrid=True, sparse_encoder=self.sparse)
+        return vectors
 
     def record(self, metadata: dict) -> None:
         """Merge ``metadata`` into the collection's record (a server too old for collection
@@ -212,20 +251,35 @@ class QdrantStore:
             return 0
         return self.call("count", self.client.count, self.collection, exact=True).count
 
-    def search(self, vector: Any, k: int = 10, filter: Any = None) -> list:
-        """The ``k`` nearest points (qdrant ``ScoredPoint`` with payload), best first.
-        ``filter``: ``{"metadata_key": value or [values]}`` or a qdrant ``models.Filter``."""
-        vector = vector.tolist() if hasattr(vector, "tolist") else list(vector)
-        res = self.call("search", self.client.query_points, self.collection, query=vector,
-                        limit=k, query_filter=qc.to_filter(filter), with_payload=True,
-                        search_params=self.search_params)
+    def search(self, vector: Any, k: int = 10, filter: Any = None, *, sparse: Any = None,
+               mode: str = "dense", fusion: str = "rrf") -> list:
+        """The ``k`` best points (qdrant ``ScoredPoint`` with payload), best first.
+        ``filter``: ``{"metadata_key": value or [values]}`` or a qdrant ``models.Filter``.
+        ``mode``: ``dense`` (``vector``), ``sparse`` (``sparse``, a BM25 query vector from
+        ``store.sparse.encode_queries``) or ``hybrid`` (both, fused in Qdrant by ``fusion``:
+        ``rrf`` or ``dbsf``); the last two need a hybrid collection."""
+        hb.check_mode(mode, fusion)
+        if not self.checked:  # the layout decides the query (named vectors or not)
+            info = self.call("read the collection", self.client.get_collection,
+                             self.collection)
+            self._read_layout(info.config.params, create=False)
+        if vector is not None:
+            vector = vector.tolist() if hasattr(vector, "tolist") else list(vector)
+        args = hb.query_args(self.layout, mode, fusion, k, vector, sparse,
+                             qc.to_filter(filter), self.search_params)
+        res = self.call("search", self.client.query_points, self.collection, **args,
+                        with_payload=True)
         return res.points
 
     # -- writes -----------------------------------------------------------------------------
     def write(self, job: Job, vectors: Any) -> None:
-        """Apply one planned job: delete its stale points, then upsert its chunks."""
+        """Apply one planned job: delete its stale points, then upsert its chunks (with their
+        BM25 vectors in a hybrid collection: cheap, computed here)."""
         if job.deletes:
             self.delete(job.deletes)
+        if self.sparse is not None and len(vectors):
+            sparse = self.sparse.encode_documents(job.texts)
+            vectors = [hb.point_vector(d, s) for d, s in zip(vectors, sparse)]
         points = job.points(vectors)
         if points:
             self.call("upload points", self.client.upsert, self.collection, points=points,
