@@ -268,3 +268,23 @@ def test_ray_writes_the_same_hybrid_collection(tiny_model_dir, tiny_encoder, tmp
         assert a[pid].payload == b[pid].payload
         assert a[pid].vector[SPARSE] == b[pid].vector[SPARSE]
         assert a[pid].vector[DENSE] == pytest.approx(b[pid].vector[DENSE], abs=1e-5)
+
+
+def test_the_docs_hybrid_snippet_runs(tiny_model_dir, tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    block = next(b for b in blocks if "hybrid=True" in b)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "tar.txt").write_text("tar --listed-incremental=FILE makes "
+                                               "incremental backups.")
+    script = (f"from llm2vec_rag import LLM2Vec\nmodel = LLM2Vec.from_pretrained("
+              f"{tiny_model_dir()!r})\n{block}\nprint(hits[0].text)\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "listed-incremental" in run.stdout
