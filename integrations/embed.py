@@ -12,6 +12,17 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def check_late_chunking(encoder, chunker) -> None:
+    """Before any write: late chunking needs ``encode_chunks`` and a tokenizer with offsets."""
+    if not getattr(chunker, "late", False):
+        return
+    if not callable(getattr(encoder, "encode_chunks", None)):
+        raise TypeError(f"late_chunking=True needs an encoder with encode_chunks (LLM2Vec, "
+                        f"OnnxLLM2Vec); {type(encoder).__name__} has none: index without late "
+                        f"chunking, or pass one of those")
+    chunker.spans("a b")  # raises, naming the fix, when the tokenizer gives no offsets
+
+
 def embed_chunks(encoder, docs: Sequence[tuple[str, Sequence[str]]], chunker, *,
                  batch_size: int = 32, max_batch_tokens: int | None = None,
                  show_progress: bool = False) -> np.ndarray:

@@ -22,7 +22,7 @@ from . import hybrid as hb
 from ._encoder import check_encoder
 from ._plan import IndexReport, Job, RunPlan, encoder_fingerprint
 from .chunking import TokenChunker, check_chunk_size
-from .embed import embed_chunks
+from .embed import check_late_chunking, embed_chunks
 from .identity import EncoderIdentity, identity_of
 from .options import ChunkOptions, CollectionOptions, Connection, WriteOptions, split_keywords
 from .sources import iter_documents
@@ -65,6 +65,7 @@ class QdrantIndexer:
         if not isinstance(collection, str) or not collection:
             raise ValueError(f"collection must be a non-empty name, got {collection!r}")
         self.chunker = TokenChunker.from_options(encoder.tokenizer, chunking)
+        check_late_chunking(encoder, self.chunker)
         self.store = QdrantStore(collection, groups[Connection], groups[CollectionOptions])
         self.collection = collection
         self.client = self.store.client

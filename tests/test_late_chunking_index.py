@@ -148,3 +148,27 @@ def test_ray_index_dataset_late_chunking_matches_the_indexer(tiny_model_dir, tin
     for pid in got:
         assert got[pid][0] == want[pid][0]  # payload, doc_hash (late flag) included
         np.testing.assert_allclose(got[pid][1], want[pid][1], atol=1e-5)
+
+
+def test_an_encoder_without_encode_chunks_is_refused_before_any_write(tiny_encoder, tmp_path):
+    class Plain:  # the encoder surface the indexer needs, but no late chunking
+        def __init__(self, inner):
+            self.inner = inner
+            self.config, self.dim, self.tokenizer = inner.config, inner.dim, inner.tokenizer
+
+        def encode(self, *args, **kwargs):
+            return self.inner.encode(*args, **kwargs)
+
+        def encode_queries(self, *args, **kwargs):
+            return self.inner.encode_queries(*args, **kwargs)
+
+        def encode_documents(self, *args, **kwargs):
+            return self.inner.encode_documents(*args, **kwargs)
+
+        def max_text_tokens(self, instruction=None):
+            return self.inner.max_text_tokens(instruction)
+
+    with pytest.raises(TypeError, match="encode_chunks"):
+        indexer(Plain(tiny_encoder), str(tmp_path / "q"), True)
+    assert not (tmp_path / "q").exists()
+    indexer(Plain(tiny_encoder), str(tmp_path / "ok"), False).close()  # naive still works
