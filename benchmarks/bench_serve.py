@@ -57,7 +57,8 @@ async def load(url: str, concurrency: int, seconds: float, warmup: float, batch:
                 return
             texts = [pool[(k + j) % len(pool)] for j in range(batch)]
             k += batch
-            r = await http.post("/v1/embeddings", json={"input": texts, "model": model})
+            r = await http.post("/v1/embeddings",  # long documents: cut at max_length
+                                json={"input": texts, "model": model, "truncate": True})
             end = time.perf_counter()
             if r.status_code != 200:
                 errors += 1
