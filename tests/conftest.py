@@ -122,10 +122,13 @@ HANG_LIMITS_S = {
     "test_serve.py": 600,
     "test_serve_batcher.py": 600,
     "test_serve_clients.py": 600,
+    "test_serve_edges.py": 600,
+    "test_serve_late_chunking.py": 600,
     "test_reliability_server_errors.py": 600,
     "test_pool.py": 600,
     "test_qdrant_resume.py": 600,
     "test_ray.py": 900,
+    "test_spec_reaches_workers.py": 900,
     "test_ray_edges.py": 900,
     "test_training_distributed.py": 1200,
 }
@@ -137,6 +140,7 @@ HANG_LIMITS_S = {
 # A file name marks the whole file, "file::test" one test (parametrized variants included).
 SLOW = {
     "test_ray.py",
+    "test_ray_edges.py",
     "test_qdrant_resume.py::test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_points",
     "test_export_onnx.py::test_fp16_variant_stays_close",
     "test_export_onnx.py::test_checks_catch_a_causal_graph",
