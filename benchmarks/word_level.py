@@ -34,7 +34,7 @@ def load(name: str):
     adapters = {"causal": [], "bidirectional": [], "mntp": UNSUPERVISED_ADAPTERS[:1],
                 "simcse": UNSUPERVISED_ADAPTERS, "bundled": DEFAULT_ADAPTERS}[name]
     return LLM2Vec.from_pretrained(smollm2_gguf(), adapters=adapters, pooling="mean",
-                                   enable_bidirectional=False if name == "causal" else None,
+                                   enable_bidirectional=name != "causal",
                                    cache=bool(adapters))
 
 
@@ -59,7 +59,8 @@ def main() -> None:
             start = time.perf_counter()
             result = word_level_probe(encoder, task, args.wordnet_dir, args.train_size,
                                       args.test_size, batch_size=args.batch_size)
-            result.update(model=name, seconds=round(time.perf_counter() - start, 1),
+            result.update(model=name, causal=bool(encoder.model.config.is_causal),
+                          seconds=round(time.perf_counter() - start, 1),
                           torch_threads=torch.get_num_threads())
             line = json.dumps(result)
             print(line, flush=True)
