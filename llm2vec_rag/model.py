@@ -277,6 +277,9 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
         ``prompts={"query": ..., "document": ..., name: ...}`` (the first two are the query
         and document instructions).
         """
+        if not isinstance(enable_bidirectional, bool):  # None would silently load causal
+            raise TypeError(f"enable_bidirectional must be True or False, got "
+                            f"{enable_bidirectional!r}")
         query_instruction, document_instruction, prompts = split_prompts(
             prompts, query_instruction, document_instruction)
         pooling = pick_pooling(pooling, pooling_mode)

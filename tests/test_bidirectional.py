@@ -70,3 +70,11 @@ def test_causal_baseline_on_purpose(tiny_model_dir):
     assert is_bidirectional(bidir.model)
     text = ["The quick brown fox jumps over the lazy dog"]
     assert abs(causal.encode(text) - bidir.encode(text)).max() > 1e-3
+
+
+def test_enable_bidirectional_none_is_refused_not_read_as_causal(tiny_model_dir):
+    """None is falsy: read as a flag it would load the causal baseline without a word."""
+    from llm2vec_rag import LLM2Vec
+
+    with pytest.raises(TypeError, match="enable_bidirectional must be True or False"):
+        LLM2Vec.from_pretrained(tiny_model_dir("llama"), enable_bidirectional=None)

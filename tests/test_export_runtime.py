@@ -172,3 +172,25 @@ def test_config_changes_after_loading(llama_onnx, tiny_model_dir):
         onnx.count_tokens("x")
     onnx.config.pooling = "mean"
     assert onnx.encode("x").shape == (1, onnx.dim)
+
+
+def test_serve_onnx_keeps_the_model_id_of_its_source(llama_onnx, tiny_model_dir, tmp_path):
+    """`serve --onnx EXPORT` answers under the id the source model is served under (recorded
+    in onnx_export.json), not the export folder's name; exports without it keep the folder's."""
+    import argparse
+    import json
+
+    from llm2vec_rag.serve.cli import served_name
+
+    def args(model: str, onnx: bool) -> argparse.Namespace:
+        return argparse.Namespace(served_model_name=None, onnx=onnx, model=model, adapter=[])
+
+    source_id = served_name(args(tiny_model_dir("llama"), onnx=False))
+    assert os.path.basename(llama_onnx) != source_id
+    assert served_name(args(llama_onnx, onnx=True)) == source_id
+    old = tmp_path / "old-export"
+    shutil.copytree(llama_onnx, old)
+    info = json.loads((old / "onnx_export.json").read_text())
+    del info["model_id"]
+    (old / "onnx_export.json").write_text(json.dumps(info))
+    assert served_name(args(str(old), onnx=True)) == "old-export"

@@ -12,15 +12,30 @@ API_KEY_ENV = "LLM2VEC_RAG_API_KEY"
 
 
 def served_name(args: argparse.Namespace) -> str:
-    """``--served-model-name``, else the bundled model's name or the model file/folder name."""
+    """``--served-model-name``, else the id the model is known by (``model_id``): an ONNX
+    export is served under the id its source model had (recorded at export), so switching
+    to ``--onnx`` does not rename the model clients ask for."""
+    from ..default_model import model_id
+
     if args.served_model_name:
         return args.served_model_name
-    from ..default_model import BUNDLE, DEFAULT_ADAPTERS
+    if getattr(args, "onnx", False):
+        recorded = exported_model_id(str(args.model))
+        if recorded:
+            return recorded
+    return model_id(str(args.model), list(args.adapter))
 
-    if list(args.adapter[:len(DEFAULT_ADAPTERS)]) == DEFAULT_ADAPTERS:
-        return os.path.basename(BUNDLE)
-    name = os.path.basename(str(args.model).rstrip("/\\")) or "llm2vec"
-    return name[:-5] if name.endswith(".gguf") else name
+
+def exported_model_id(folder: str) -> str | None:
+    """The ``model_id`` an ONNX export recorded (None for exports that predate it)."""
+    import json
+
+    try:
+        with open(os.path.join(folder, "onnx_export.json"), encoding="utf-8") as f:
+            recorded = json.load(f).get("model_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, str) and recorded else None
 
 
 def api_key_from_env(environ: dict[str, str] | None = None) -> str | None:
