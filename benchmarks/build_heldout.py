@@ -137,6 +137,30 @@ def html_sections(path: str, skip_chapters: str = r"License|Index") -> list[dict
     return out
 
 
+def write_beir_set(out_dir: str, corpus: list[tuple[str, str, str]],
+                   queries: list[tuple[str, str, str]]) -> str:
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) of ``(id, title, text)``
+    documents and ``(query id, text, relevant document id)`` queries; the SHA-256 of its
+    files, so a result names the exact set it was measured on."""
+    os.makedirs(os.path.join(out_dir, "qrels"), exist_ok=True)
+    with open(os.path.join(out_dir, "corpus.jsonl"), "w", encoding="utf-8") as f:
+        for doc_id, title, text in corpus:
+            f.write(json.dumps({"_id": doc_id, "title": title, "text": text},
+                               ensure_ascii=False) + "\n")
+    with open(os.path.join(out_dir, "queries.jsonl"), "w", encoding="utf-8") as f:
+        for query_id, text, _ in queries:
+            f.write(json.dumps({"_id": query_id, "text": text}, ensure_ascii=False) + "\n")
+    with open(os.path.join(out_dir, "qrels", "test.tsv"), "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for query_id, _, doc_id in queries:
+            f.write(f"{query_id}\t{doc_id}\t1\n")
+    digest = hashlib.sha256()
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        with open(os.path.join(out_dir, name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
 def build(source: str, out_dir: str, min_words: int = 20) -> dict:
     html = source.lower().endswith((".html", ".htm"))
     read, prefix = (html_sections, os.path.basename(source).split(".")[0]) if html else (
@@ -144,27 +168,13 @@ def build(source: str, out_dir: str, min_words: int = 20) -> dict:
     docs = [s for s in read(source) if len(s["text"].split()) >= min_words]
     counts = Counter(s["heading"].lower() for s in docs)
     queries = [s for s in docs if counts[s["heading"].lower()] == 1]
-    os.makedirs(os.path.join(out_dir, "qrels"), exist_ok=True)
-    with open(os.path.join(out_dir, "corpus.jsonl"), "w", encoding="utf-8") as f:
-        for s in docs:
-            f.write(json.dumps({"_id": f"{prefix}-{s['id']}", "title": s["chapter"],
-                                "text": s["text"]}, ensure_ascii=False) + "\n")
-    with open(os.path.join(out_dir, "queries.jsonl"), "w", encoding="utf-8") as f:
-        for s in queries:
-            f.write(json.dumps({"_id": f"q-{s['id']}", "text": s["heading"]},
-                               ensure_ascii=False) + "\n")
-    with open(os.path.join(out_dir, "qrels", "test.tsv"), "w", encoding="utf-8") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for s in queries:
-            f.write(f"q-{s['id']}\t{prefix}-{s['id']}\t1\n")
-    digest = hashlib.sha256()
-    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
-        with open(os.path.join(out_dir, name), "rb") as f:
-            digest.update(f.read())
+    digest = write_beir_set(
+        out_dir, [(f"{prefix}-{s['id']}", s["chapter"], s["text"]) for s in docs],
+        [(f"q-{s['id']}", s["heading"], f"{prefix}-{s['id']}") for s in queries])
     return {"folder": out_dir, "documents": len(docs), "queries": len(queries),
             "dropped_duplicate_headings": len(docs) - len(queries),
             "words_per_document": round(sum(len(s["text"].split()) for s in docs) / len(docs), 1),
-            "sha256": digest.hexdigest()}
+            "sha256": digest}
 
 
 def shingles(text: str, n: int = 12) -> set[str]:

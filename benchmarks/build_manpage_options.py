@@ -20,12 +20,13 @@ under ``--min-words`` words is no document.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
 import subprocess
 from collections import Counter
+
+from build_heldout import write_beir_set
 
 COMMANDS = ("tar ls cp mv rm grep find sort cut sed ssh curl wget ps df du chmod chown date "
             "head tail wc uniq xargs diff patch gzip xz make apt-get dpkg systemctl ip mount "
@@ -99,26 +100,11 @@ def build(out_dir: str, min_words: int = 5, max_per_command: int = 20,
                          "text": f"{command}: {tag}\n{description}"})
     counts = Counter(d["query"] for d in docs)
     queries = [d for d in docs if counts[d["query"]] == 1]
-    os.makedirs(os.path.join(out_dir, "qrels"), exist_ok=True)
-    with open(os.path.join(out_dir, "corpus.jsonl"), "w", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps({"_id": d["id"], "title": d["command"], "text": d["text"]},
-                               ensure_ascii=False) + "\n")
-    with open(os.path.join(out_dir, "queries.jsonl"), "w", encoding="utf-8") as f:
-        for d in queries:
-            f.write(json.dumps({"_id": f"q-{d['id']}", "text": d["query"]},
-                               ensure_ascii=False) + "\n")
-    with open(os.path.join(out_dir, "qrels", "test.tsv"), "w", encoding="utf-8") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for d in queries:
-            f.write(f"q-{d['id']}\t{d['id']}\t1\n")
-    digest = hashlib.sha256()
-    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
-        with open(os.path.join(out_dir, name), "rb") as f:
-            digest.update(f.read())
+    digest = write_beir_set(out_dir, [(d["id"], d["command"], d["text"]) for d in docs],
+                            [(f"q-{d['id']}", d["query"], d["id"]) for d in queries])
     return {"folder": out_dir, "pages": pages, "documents": len(docs), "queries": len(queries),
             "words_per_document": round(sum(len(d["text"].split()) for d in docs) / len(docs), 1),
-            "sha256": digest.hexdigest()}
+            "sha256": digest}
 
 
 def main() -> None:
