@@ -37,7 +37,9 @@ def model_flags(onnx: bool = True, cache: bool = True) -> argparse.ArgumentParse
                    help="most tokens per text, instruction included; longer texts are cut "
                         "at the end (default: saved config, else 512)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
-    g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: auto)")
+    g.add_argument("--dtype", default=None,
+                   help="float32 | bfloat16 | float16 | bf16-autocast (fp32 weights, bf16 "
+                        "matmuls) (default: auto)")
     g.add_argument("--causal", action="store_true",
                    help="keep causal attention (the LLM2Vec ablation's baseline)")
     if onnx:

@@ -31,15 +31,21 @@ from .spec import records_spec
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+# fp32 weights, bf16 matmuls (torch.autocast): the weights and the cache entry stay fp32.
+_AUTOCAST = {"bf16-autocast": torch.bfloat16, "bfloat16-autocast": torch.bfloat16}
 
 
 class EncoderModule(nn.Module):
     """Decoder plus pooling as one module: what runs in PyTorch and what gets exported to ONNX."""
 
-    def __init__(self, model: PreTrainedModel, pooling: str, with_tokens: bool = False) -> None:
+    def __init__(self, model: PreTrainedModel, pooling: str, with_tokens: bool = False,
+                 autocast: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
+        # Matmuls in this dtype under torch.autocast (None: as the weights); the hidden states
+        # come back float32, so pooling and normalisation never run in bf16.
+        self.autocast = autocast
         # Also return the last hidden states (token embeddings): the ONNX export's second
         # output, so token vectors come from the very graph that pools.
         self.with_tokens = with_tokens
@@ -49,8 +55,13 @@ class EncoderModule(nn.Module):
         """The decoder's last hidden states for a padded batch."""
         # Positions count real tokens only, so a text's positions do not depend on padding.
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T]
-        return self.model(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids).last_hidden_state  # [B, T, D]
+        if self.autocast is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=position_ids).last_hidden_state  # [B, T, D]
+        with torch.autocast(input_ids.device.type, dtype=self.autocast):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                position_ids=position_ids).last_hidden_state  # [B, T, D]
+        return hidden.float()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 embed_mask: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -88,16 +99,30 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """float32 on CPU; bf16 (or fp16 where bf16 is unsupported) on GPU unless asked otherwise."""
+    """The weights' dtype: float32 on CPU; bf16 (or fp16 where bf16 is unsupported) on GPU
+    unless asked otherwise; float32 for ``"bf16-autocast"`` (see ``pick_autocast``)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
+    if dtype in _AUTOCAST:
+        return torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of "
+                         f"{sorted(_DTYPES) + sorted(_AUTOCAST)} or 'auto'.")
     return _DTYPES[dtype]
+
+
+def pick_autocast(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The matmul dtype under ``torch.autocast`` for ``dtype="bf16-autocast"`` (None for
+    every other choice). A plain string, so it travels in ``EncoderSpec`` and ``--dtype``.
+
+    Why: fp32 weights with bf16 matmuls keep the norms (RMSNorm upcasts), the fp32 residual
+    stream, pooling and normalisation in fp32 while the linear layers and attention run
+    on the CPU's bf16 units; closer to fp32 than bf16 weights, slower than them."""
+    return _AUTOCAST.get(dtype) if isinstance(dtype, str) else None
 
 
 def default_batch_tokens(model: PreTrainedModel) -> int:
@@ -207,12 +232,12 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
     """A decoder-only LLM used as a bidirectional text encoder."""
 
     def __init__(self, model: PreTrainedModel, tokenizer, config: EncoderConfig | None = None,
-                 padding_side: str = "left") -> None:
+                 padding_side: str = "left", autocast: torch.dtype | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or EncoderConfig()
         self.dim = int(model.config.hidden_size)
-        self.module = EncoderModule(self.model, self.config.pooling)
+        self.module = EncoderModule(self.model, self.config.pooling, autocast=autocast)
         self.source = str(getattr(model, "name_or_path", "") or "")
         self.max_batch_tokens = default_batch_tokens(self.model)
         self._init_preprocessor(padding_side)
@@ -222,11 +247,20 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
     @property
     def source(self) -> str:
         """What the vectors come from (model, adapters, attention) plus the weights' dtype as
-        they are now, so bf16 and fp32 vectors of one model never share a store silently."""
+        they are now and the autocast dtype if any, so bf16, bf16-autocast and fp32 vectors of
+        one model never share a store silently."""
         dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
         recorded = self._source
         info = json.loads(recorded) if recorded.startswith("{") else {"model": recorded}
-        return json.dumps({**info, "dtype": dtype})
+        info["dtype"] = dtype
+        if self.autocast is not None:
+            info["autocast"] = str(self.autocast).replace("torch.", "")
+        return json.dumps(info)
+
+    @property
+    def autocast(self) -> torch.dtype | None:
+        """The matmul dtype under ``torch.autocast`` (``dtype="bf16-autocast"``), else None."""
+        return getattr(self.module, "_orig_mod", self.module).autocast
 
     @source.setter
     def source(self, value: str) -> None:
@@ -295,7 +329,8 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
             chain.folders, tokenizer, pooling=pooling, max_length=max_length,
             query_instruction=query_instruction, document_instruction=document_instruction,
             prompts=prompts, skip_instruction=skip_instruction, doc_max_length=doc_max_length)
-        encoder = cls(model, tokenizer, config, padding_side=padding_side)
+        encoder = cls(model, tokenizer, config, padding_side=padding_side,
+                      autocast=pick_autocast(dtype))
         if compile:
             encoder.compile()
         encoder.source = chain.source_record(adapters or [], enable_bidirectional)
