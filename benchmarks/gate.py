@@ -1,0 +1,207 @@
+"""The retrieval-quality gate for fast paths (issue #32, item 1): each recipe scored against
+float32 on the held-out retrieval sets and Lee, with its throughput measured in the same run.
+
+    .venv/bin/python benchmarks/gate.py --recipes float32 bf16-autocast bfloat16
+
+A recipe is a ``dtype`` of ``load_default_model`` (the bundled encoder, on the CPU):
+``float32``, ``bf16-autocast`` (fp32 weights, bf16 matmuls), ``bfloat16`` (bf16 weights),
+``float16``. The first recipe is the reference (float32 unless told otherwise).
+
+Quality, per recipe:
+
+- nDCG@10 on each held-out BEIR set (``--sets``; by default the Debian Reference and the
+  Bash manual, built by ``benchmarks/build_heldout.py`` as ``scripts/eval_model.sh`` does),
+  queries with the model's query instruction, scored by ``training.retrieval.metrics`` (what
+  ``eval --beir`` reports); the delta to the reference is a paired bootstrap over queries
+  (2000 resamples, 95% interval), as ``bench_precision.py`` does;
+- Lee Spearman (``training.evaluate.lee_spearman``), its delta to the reference (one number
+  over 1,225 document pairs: no interval).
+
+A recipe passes when its nDCG@10 loss is within ``--tolerance`` (0.005) on every set and its
+Lee loss too. Quality does not depend on machine load.
+
+Throughput: every recipe encodes the same mixed corpus (``common.mixed_corpus``: 1 to 8
+sentences of the Lee articles), interleaved round by round (the order rotates), so a shared
+machine's load falls on all of them alike; reported as real (non-padding) tokens per second,
+median over rounds, and the median per-round ratio to the reference.
+
+Output: one JSON line per recipe (``rows.jsonl``) and a markdown table
+(``table.md``) in ``--out-dir``; each recipe's per-query scores (``quality_<recipe>.json``,
+reused by a rerun while the encoder's source and the sets are the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, mixed_corpus  # noqa: E402
+
+SETS = [os.path.join(ROOT, "data", "heldout", "debian-reference"),
+        os.path.join(ROOT, "data", "heldout", "bash-reference")]
+BASH_HTML = os.path.join(ROOT, "data", "debian", "usr", "share", "doc", "bash", "bashref.html")
+
+
+def ensure_sets(folders: list[str]) -> None:
+    """Build the default held-out sets when missing (as ``scripts/eval_model.sh`` does)."""
+    import subprocess
+
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, "corpus.jsonl")):
+            continue
+        cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "build_heldout.py"),
+               "--out", folder]
+        if os.path.basename(folder) == "bash-reference":
+            cmd += ["--source", BASH_HTML]
+        elif os.path.basename(folder) != "debian-reference":
+            raise SystemExit(f"{folder}: no corpus.jsonl; build it (benchmarks/build_heldout.py)"
+                             f" or pass an existing BEIR folder with --sets")
+        subprocess.run(cmd, check=True)
+
+
+def per_query_ndcg(encoder, folder: str, batch_size: int) -> tuple[list[str], np.ndarray]:
+    """nDCG@10 of every judged query of a BEIR set (query ids in file order)."""
+    from llm2vec_rag.training.retrieval import metrics, read_beir, top_k
+
+    corpus, queries, qrels = read_beir(folder)
+    doc_ids = list(corpus)
+    query_ids = [q for q in queries if q in qrels]
+    docs = encoder.encode_documents([corpus[d] for d in doc_ids], batch_size=batch_size,
+                                    normalize=True)
+    qvecs = encoder.encode_queries([queries[q] for q in query_ids], batch_size=batch_size,
+                                   normalize=True)
+    best = top_k(qvecs, docs, 10)
+    return query_ids, np.array([
+        metrics({q: [doc_ids[j] for j in row]}, {q: qrels[q]})["ndcg@10"]
+        for q, row in zip(query_ids, best)])
+
+
+def paired_bootstrap(diff: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval of the mean of per-query differences, resampling queries."""
+    rng = np.random.default_rng(seed)
+    boot = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    return [round(float(x), 4) for x in np.percentile(boot, [2.5, 97.5])]
+
+
+def real_tokens(encoder, texts: list[str]) -> int:
+    """Non-padding tokens the encoder runs for ``texts`` (documents: no instruction)."""
+    pre = encoder.preprocessor
+    return int(sum(b.attention_mask.sum() for b in pre.batches(
+        pre.encode(texts), 32, encoder.max_batch_tokens)))
+
+
+def throughput(encoders: dict, texts: list[str], rounds: int) -> dict[str, dict]:
+    """Real tokens/s of each encoder on ``texts``, interleaved, rotating the order."""
+    names = list(encoders)
+    tokens = real_tokens(encoders[names[0]], texts)
+    for enc in encoders.values():  # warm-up: first-call allocations, thread pools
+        enc.encode(texts[:8], show_progress=False)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            encoders[name].encode(texts, show_progress=False)
+            seconds[name].append(time.perf_counter() - start)
+    ref = names[0]
+    return {n: dict(tokens_per_s=round(tokens / statistics.median(s), 1),
+                    ratio=round(statistics.median(
+                        [a / b for a, b in zip(seconds[ref], s)]), 2),
+                    seconds=[round(x, 2) for x in s], tokens=tokens)
+            for n, s in seconds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipes", nargs="+", default=["float32", "bf16-autocast", "bfloat16"],
+                        help="dtypes of load_default_model; the first is the reference")
+    parser.add_argument("--sets", nargs="+", default=SETS, help="held-out BEIR folders")
+    parser.add_argument("--tolerance", type=float, default=0.005,
+                        help="largest nDCG@10 (every set) and Lee loss that passes")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--texts", type=int, default=100, help="mixed corpus size (throughput)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
+    parser.add_argument("--machine", default=platform.processor() or platform.machine(),
+                        help="what to record as the machine (e.g. 'AMD EPYC, 2 cores, shared')")
+    parser.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks", "results",
+                                                          "issue32"))
+    args = parser.parse_args()
+
+    import torch
+
+    from llm2vec_rag.default_model import load_default_model
+    from llm2vec_rag.training.evaluate import lee_spearman
+
+    ensure_sets(args.sets)
+    encoders = {r: load_default_model(device="cpu", dtype=r) for r in args.recipes}
+    ref = args.recipes[0]
+    quality: dict[str, dict] = {}
+    os.makedirs(args.out_dir, exist_ok=True)
+    for recipe, enc in encoders.items():
+        # Kept per recipe and source: a rerun (say, for throughput alone) reuses the scores.
+        saved = os.path.join(args.out_dir, f"quality_{recipe}.json")
+        if os.path.isfile(saved):
+            with open(saved, encoding="utf-8") as f:
+                record = json.load(f)
+            if record["source"] == enc.source and record["sets"].keys() == {
+                    os.path.basename(x.rstrip("/")) for x in args.sets}:
+                quality[recipe] = dict(lee=record["lee"], seconds=record["seconds"], sets={
+                    n: (qids, np.array(v)) for n, (qids, v) in record["sets"].items()})
+                continue
+        start = time.perf_counter()
+        sets = {os.path.basename(f.rstrip("/")): per_query_ndcg(enc, f, args.batch_size)
+                for f in args.sets}
+        quality[recipe] = dict(lee=lee_spearman(enc), sets=sets,
+                               seconds=round(time.perf_counter() - start, 1))
+        with open(saved, "w", encoding="utf-8") as f:
+            json.dump(dict(source=enc.source, lee=quality[recipe]["lee"],
+                           seconds=quality[recipe]["seconds"],
+                           sets={n: (q, v.tolist()) for n, (q, v) in sets.items()}), f)
+        print(f"{recipe}: quality scored in {quality[recipe]['seconds']} s", flush=True)
+    speed = throughput(encoders, mixed_corpus(args.texts), args.rounds)
+
+    rows = []
+    for recipe in args.recipes:
+        q, base = quality[recipe], quality[ref]
+        row = dict(recipe=recipe, reference=ref, source=encoders[recipe].source,
+                   lee=round(q["lee"], 4), lee_delta=round(q["lee"] - base["lee"], 4))
+        passed = -row["lee_delta"] <= args.tolerance
+        for name, (qids, ndcg) in q["sets"].items():
+            diff = ndcg - base["sets"][name][1]
+            row[name] = dict(queries=len(qids), ndcg10=round(float(ndcg.mean()), 4),
+                             delta=round(float(diff.mean()), 4),
+                             delta_ci95=paired_bootstrap(diff))
+            passed = passed and -float(diff.mean()) <= args.tolerance
+        row.update(passes=passed, tolerance=args.tolerance, **speed[recipe],
+                   machine=args.machine, torch_threads=torch.get_num_threads(),
+                   torch=torch.__version__)
+        rows.append(row)
+
+    with open(os.path.join(args.out_dir, "rows.jsonl"), "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    names = [os.path.basename(f.rstrip("/")) for f in args.sets]
+    lines = ["| recipe | " + " | ".join(f"{n} nDCG@10 (vs {ref} [95% CI])" for n in names)
+             + f" | Lee (vs {ref}) | real tokens/s | x {ref} | passes |",
+             "|---|" + "---|" * (len(names) + 4)]
+    for r in rows:
+        cells = [f"{r[n]['ndcg10']:.4f} ({r[n]['delta']:+.4f} [{r[n]['delta_ci95'][0]:+.4f}, "
+                 f"{r[n]['delta_ci95'][1]:+.4f}])" for n in names]
+        lines.append(f"| {r['recipe']} | " + " | ".join(cells) +
+                     f" | {r['lee']:.4f} ({r['lee_delta']:+.4f}) | {r['tokens_per_s']:.0f} | "
+                     f"{r['ratio']:.2f} | {'yes' if r['passes'] else 'no'} |")
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
