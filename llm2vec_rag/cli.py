@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("default-model", help="print a part of the bundled default model",
                        description=cmd_default_model.__doc__)
-    p.add_argument("part", choices=DEFAULT_MODEL_PARTS)
+    p.add_argument("part", choices=DEFAULT_MODEL_PARTS,
+                   help="gguf (base weights path), adapters, unsupervised-adapters "
+                        "(MNTP + SimCSE) or query-instruction")
     p.set_defaults(func=cmd_default_model)
 
     from llm2vec_rag.export import cli as export_cli
