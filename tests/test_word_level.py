@@ -144,7 +144,8 @@ def test_target_vector_is_the_mean_of_the_words_tokens(tiny_encoder):
     tokens, offsets = tiny_encoder.encode([text], output_value="token_embeddings",
                                           return_offsets=True)
     inside = (offsets[0][:, 0] < start + 4) & (offsets[0][:, 1] > start)
-    np.testing.assert_allclose(vecs[0], tokens[0][inside].mean(axis=0), atol=1e-6)
+    # 1e-5: batch composition changes float summation order (the suite's invariance bound)
+    np.testing.assert_allclose(vecs[0], tokens[0][inside].mean(axis=0), atol=1e-5)
     # A word that is the whole text: its vector is the text's (mean pooling).
     np.testing.assert_allclose(vecs[1], tiny_encoder.encode(["winter"])[0], atol=1e-5)
 
