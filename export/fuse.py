@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from llm2vec_rag.errors import UsageError
+
 from .staging import check_output, staged_output
 
 logger = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ def load_for_export(model, adapters: Sequence[str | os.PathLike] | None = None, 
 
     if isinstance(model, LLM2Vec):
         if adapters:
-            raise ValueError("adapters are merged at load time: pass them to "
+            raise UsageError("adapters are merged at load time: pass them to "
                              "LLM2Vec.from_pretrained, or pass a model path here")
         encoder = model
     else:
@@ -36,7 +38,7 @@ def load_for_export(model, adapters: Sequence[str | os.PathLike] | None = None, 
         encoder = LLM2Vec.from_pretrained(model, adapters=adapters or None, dtype=dtype,
                                           **load_kwargs)
     if not is_bidirectional(encoder.model):
-        raise ValueError(
+        raise UsageError(
             "The model is causal (a later token does not change earlier tokens' states): "
             "LLM2Vec exports must be bidirectional. Load it with enable_bidirectional=True "
             "(the default; on the CLI drop --causal); if that fails, its architecture ignores "

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llm2vec_rag.errors import UsageError
+
 from .fuse import load_for_export
 from .providers import available, open_session, provider_list
 from .staging import check_output, staged_output
@@ -83,11 +85,11 @@ def export_onnx(
     out = check_output(out, overwrite, sources)
     variant = _VARIANTS.get(str(dtype).lower())
     if variant is None:
-        raise ValueError(f"dtype must be fp32 or fp16 for ONNX export, got {dtype!r}")
+        raise UsageError(f"dtype must be fp32 or fp16 for ONNX export, got {dtype!r}")
     if quantize not in (None, *QUANTIZATIONS):
-        raise ValueError(f"quantize must be None, 'int8' or 'int8-dynamic', got {quantize!r}")
+        raise UsageError(f"quantize must be None, 'int8' or 'int8-dynamic', got {quantize!r}")
     if quantize and variant != "fp32":
-        raise ValueError("int8 quantization starts from the fp32 graph: use dtype='fp32'")
+        raise UsageError("int8 quantization starts from the fp32 graph: use dtype='fp32'")
     final = quantize or variant
     min_cosine = MIN_COSINE[final] if min_cosine is None else min_cosine
 
@@ -97,7 +99,7 @@ def export_onnx(
     module = EncoderModule(encoder.model, encoder.config.pooling, with_tokens=True).eval()
     weights_dtype = str(next(module.parameters()).dtype).replace("torch.", "")
     if variant == "fp32" and weights_dtype != "float32":
-        raise ValueError(f"The model is loaded in {weights_dtype}; the fp32 export needs "
+        raise UsageError(f"The model is loaded in {weights_dtype}; the fp32 export needs "
                          "float32 weights: load it with dtype='float32'.")
     batches = validation_batches(encoder.preprocessor)
     reference = [encoder.forward_batch(b) for b in batches]  # [B, D] float32 each
@@ -236,7 +238,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, dynamic: bool 
     linear = [n for n in graph.node if n.op_type == "MatMul" and len(weights.get(
         n.input[1], [])) == 2]
     if not linear:
-        raise ValueError(f"{str(src)!r} has no linear layers to quantize")
+        raise UsageError(f"{str(src)!r} has no linear layers to quantize")
     wide = [n.name for n in linear if hidden and weights[n.input[1]][0] > hidden]
     narrow = [n.name for n in linear if n.name not in wide]
     middle = dst.with_name(dst.stem + ".dynamic.onnx")
@@ -266,14 +268,14 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = 
 
     ``method``: "int8" or "int8-dynamic" (see ``quantize_int8``)."""
     if method not in QUANTIZATIONS:
-        raise ValueError(f"method must be 'int8' or 'int8-dynamic', got {method!r}")
+        raise UsageError(f"method must be 'int8' or 'int8-dynamic', got {method!r}")
     min_cosine = MIN_COSINE[method] if min_cosine is None else min_cosine
     from .runtime import OnnxLLM2Vec
 
     out = check_output(out, overwrite, [src])
     fp32 = OnnxLLM2Vec.from_pretrained(src, provider="cpu")
     if fp32.info.get("variant") != "fp32":
-        raise ValueError(f"{str(src)!r} holds a {fp32.info.get('variant')} graph; int8 "
+        raise UsageError(f"{str(src)!r} holds a {fp32.info.get('variant')} graph; int8 "
                          "quantization needs the fp32 export.")
     batches = validation_batches(fp32.preprocessor)
     reference = [fp32.forward_batch(b) for b in batches]

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph, InvalidProtobuf
 
+from llm2vec_rag.errors import SetupError, UsageError
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 
@@ -28,18 +30,18 @@ def resolve_provider(provider: str | None, device: str | None,
     if device is not None:
         kind, _, index = str(device).partition(":")
         if kind not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+            raise UsageError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         device_id = int(index) if index else 0
         if provider is None:
             provider = kind
         elif (provider == "cpu") != (kind == "cpu"):
-            raise ValueError(f"provider={provider!r} contradicts device={device!r}")
+            raise UsageError(f"provider={provider!r} contradicts device={device!r}")
     if provider is None:
         provider = "cuda" if prefer_gpu and available("cuda") else "cpu"
     if provider not in PROVIDERS:
-        raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        raise UsageError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
     if not available(provider):
-        raise RuntimeError(
+        raise SetupError(
             f"{PROVIDERS[provider]} is not available in this onnxruntime build (available: "
             f"{', '.join(ort.get_available_providers())}). For cuda/tensorrt install "
             "onnxruntime-gpu (pip install 'llm2vec-rag[onnx-gpu]') with matching CUDA/TensorRT "
@@ -73,14 +75,14 @@ def open_session(path: str | os.PathLike, providers: Sequence, threads: int | No
         session = ort.InferenceSession(str(path), sess_options=options,
                                        providers=list(providers))
     except (InvalidProtobuf, InvalidGraph) as err:
-        raise ValueError(
+        raise UsageError(
             f"{path}: ONNX Runtime cannot read this model, it is truncated or corrupt "
             f"({type(err).__name__}: {str(err).split(':')[-1].strip().rstrip('.')}). Re-export it "
             f"(llm2vec-rag export onnx --model M --out DIR --overwrite) or re-copy the folder."
         ) from None
     wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
     if wanted not in session.get_providers():
-        raise RuntimeError(
+        raise SetupError(
             f"onnxruntime could not start {wanted} (got {session.get_providers()}); check the "
             "CUDA/TensorRT libraries and the GPU driver, or use provider='cpu'."
         )

@@ -14,6 +14,7 @@ import numpy as np
 
 from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling, split_prompts
 from llm2vec_rag.encoder import GPU_MAX_BATCH_TOKENS, BaseEncoder
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import read_json_object
 from llm2vec_rag.pool import MultiProcessMixin
 from llm2vec_rag.preprocess import Batch
@@ -92,7 +93,7 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
         settings = EncoderConfig.read_dict(folder)
         exported = info.get("pooling", settings.get("pooling"))
         if pooling is not None and exported is not None and check_pooling(pooling) != exported:
-            raise ValueError(
+            raise UsageError(
                 f"This graph was exported with {exported!r} pooling, which is compiled into "
                 f"it; {pooling!r} needs a new export (llm2vec-rag export onnx --pooling ...).")
         given = dict(max_length=max_length, query_instruction=query_instruction,
@@ -102,7 +103,7 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
             settings["prompts"] = {**settings.get("prompts", {}), **prompts}
         config = EncoderConfig(**settings)
         if profile is not None and config.max_length > profile.max_seq:
-            raise ValueError(
+            raise UsageError(
                 f"max_length={config.max_length} exceeds the TensorRT profile's max_seq="
                 f"{profile.max_seq}: rebuild the engine with a larger --max-seq, or pass "
                 f"max_length<={profile.max_seq}.")
@@ -118,12 +119,12 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
         if exported is None:  # no export info: the pooling first configured is the graph's
             exported = self._exported_pooling = pooling
         if pooling != exported:
-            raise ValueError(
+            raise UsageError(
                 f"config.pooling={pooling!r}, but this ONNX graph was exported with "
                 f"{exported!r} pooling, which is compiled into it: set it back, or export "
                 f"again (llm2vec-rag export onnx --pooling {pooling} ...)")
         if self.profile is not None and self.config.max_length > self.profile.max_seq:
-            raise ValueError(
+            raise UsageError(
                 f"config.max_length={self.config.max_length} exceeds the TensorRT profile's "
                 f"max_seq={self.profile.max_seq}: rebuild the engine with a larger --max-seq, "
                 f"or set max_length<={self.profile.max_seq}")
@@ -133,7 +134,7 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
 
     def forward_tokens(self, batch: Batch) -> np.ndarray:
         if TOKENS_NAME not in self.output_names:
-            raise ValueError(
+            raise UsageError(
                 f"{self.model_path or 'this graph'} has no {TOKENS_NAME!r} output (exported "
                 f"before token outputs existed): re-export it (llm2vec-rag export onnx ... "
                 f"--overwrite) for token embeddings and late chunking")

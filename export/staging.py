@@ -24,12 +24,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from llm2vec_rag.errors import UsageError
+
 MARKER = ".llm2vec-rag-export.json"
 # Written by exports before the marker existed: such folders are ours too.
 LEGACY_INFO = ("onnx_export.json", "fused_from.json")
 
 
-class OutputExistsError(FileExistsError, ValueError):
+class OutputExistsError(FileExistsError, UsageError):
     """The output folder exists and may not be replaced (a ValueError for the CLI)."""
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llm2vec_rag.errors import SetupError, UsageError
+
 from .providers import open_session, provider_list, resolve_provider
 from .staging import OutputExistsError, make_staging
 from .trt_profile import (  # noqa: F401 - public here too, where they were first defined
@@ -47,7 +49,7 @@ def build_tensorrt(
     profile = profile or TensorRTProfile()
     cpu = OnnxLLM2Vec.from_pretrained(folder, provider="cpu")  # checks the folder first
     if str(cpu.info.get("variant", "")).startswith("int8"):
-        raise ValueError("TensorRT cannot run ONNX Runtime's int8 operators; build the "
+        raise UsageError("TensorRT cannot run ONNX Runtime's int8 operators; build the "
                          "engine from the fp32 (or fp16) export.")
     if (folder / TENSORRT_INFO).exists() and not overwrite:
         raise OutputExistsError(f"{str(folder / TENSORRT_INFO)!r} exists: an engine was built "
@@ -64,7 +66,7 @@ def build_tensorrt(
             session.run(None, {name: ones for name in INPUT_NAMES})
         stats = _compare_with_cpu(session, folder, profile, device_id)
         if stats["min_cosine"] < min_cosine:
-            raise RuntimeError(
+            raise SetupError(
                 f"The TensorRT engine's vectors have cosine {stats['min_cosine']:.4f} to ONNX "
                 f"Runtime CPU (< {min_cosine}); try fp16=False.")
         del session

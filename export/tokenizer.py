@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import read_json_object
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -41,7 +42,7 @@ class FastTokenizer:
             return None
         token_id = self.backend.token_to_id(token)
         if token_id is None:
-            raise ValueError(f"Special token {token!r} is not in the tokenizer's vocabulary.")
+            raise UsageError(f"Special token {token!r} is not in the tokenizer's vocabulary.")
         return token_id
 
     @classmethod
@@ -64,7 +65,7 @@ class FastTokenizer:
         try:
             backend = Tokenizer.from_file(str(path))
         except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
-            raise ValueError(f"{path}: not a readable tokenizer file, it is truncated or corrupt "
+            raise UsageError(f"{path}: not a readable tokenizer file, it is truncated or corrupt "
                              f"({err}). {REEXPORT}.") from None
         return cls(backend, **specials)
 
@@ -99,7 +100,7 @@ def check_same_ids(folder: str | os.PathLike, reference, texts: list[str]) -> No
     ours = FastTokenizer.from_pretrained(folder)
     for name in ("eos_token_id", "pad_token_id"):
         if getattr(ours, name) != getattr(reference, name):
-            raise ValueError(
+            raise UsageError(
                 f"The saved tokenizer's {name} is {getattr(ours, name)}, the model's is "
                 f"{getattr(reference, name)}: the serving tokenizer would differ.")
     for special in (True, False):
@@ -107,7 +108,7 @@ def check_same_ids(folder: str | os.PathLike, reference, texts: list[str]) -> No
         want = [list(ids) for ids in reference(texts, add_special_tokens=special)["input_ids"]]
         if got != want:
             bad = next(t for t, g, w in zip(texts, got, want) if g != w)
-            raise ValueError(
+            raise UsageError(
                 f"tokenizer.json alone tokenizes {bad!r} differently from the model's "
                 f"transformers tokenizer (add_special_tokens={special}); this tokenizer "
                 "class adds Python-side logic the torch-free runtime cannot reproduce.")

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm2vec_rag.errors import UsageError
+
 from .validate import INPUT_NAMES
 
 TENSORRT_INFO = "tensorrt.json"
@@ -33,7 +35,7 @@ class TensorRTProfile:
         for axis in ("batch", "seq"):
             lo, opt, hi = (getattr(self, f"{k}_{axis}") for k in ("min", "opt", "max"))
             if not (isinstance(lo, int) and 1 <= lo <= opt <= hi):
-                raise ValueError(f"TensorRT profile needs 1 <= min_{axis} <= opt_{axis} <= "
+                raise UsageError(f"TensorRT profile needs 1 <= min_{axis} <= opt_{axis} <= "
                                  f"max_{axis}, got {lo}, {opt}, {hi}")
 
     def shapes(self, which: str) -> str:

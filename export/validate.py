@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from llm2vec_rag.errors import SetupError
+
 INPUT_NAMES = ("input_ids", "attention_mask", "embed_mask")
 OUTPUT_NAME = "sentence_embedding"
 # The last hidden states [batch, sequence, dim] float32: token embeddings and late chunking.
@@ -38,7 +40,7 @@ _COMPARISONS = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
-class ExportValidationError(RuntimeError):
+class ExportValidationError(SetupError):
     """ONNX Runtime disagrees with PyTorch, or the graph is not bidirectional."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.preprocess import check_count
 
 ENCODE_KWARGS = ("batch_size", "normalize", "show_progress", "max_batch_tokens", "prompt_name",
@@ -30,11 +31,11 @@ def check_encode_kwargs(encode_kwargs: dict[str, Any],
         if ours not in ENCODE_KWARGS:
             hint = (" (the frameworks want float vectors: quantize in the store instead, e.g. "
                     "QdrantIndexer(quantization=...))" if key == "precision" else "")
-            raise ValueError(f"{field}: unknown key {key!r}{hint}; allowed: "
+            raise UsageError(f"{field}: unknown key {key!r}{hint}; allowed: "
                              f"{list(ENCODE_KWARGS)} (or sentence-transformers' "
                              f"{list(ST_SPELLINGS)})")
         if ours in out and out[ours] != value:
-            raise ValueError(f"{field}: {given[ours]!r} and {key!r} are the same setting with "
+            raise UsageError(f"{field}: {given[ours]!r} and {key!r} are the same setting with "
                              f"different values; give one")
         out[ours], given[ours] = value, key
     if "batch_size" in out:

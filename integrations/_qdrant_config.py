@@ -21,6 +21,8 @@ import time
 import uuid
 from typing import Any
 
+from llm2vec_rag.errors import SetupError, UsageError
+
 logger = logging.getLogger("llm2vec_rag.integrations.qdrant")
 
 # Point ids: uuid5 of (document id, chunk number) in our own namespace.
@@ -40,7 +42,7 @@ def distance(name: Any):
              "euclid": models.Distance.EUCLID, "euclidean": models.Distance.EUCLID,
              "manhattan": models.Distance.MANHATTAN}
     if str(name).lower() not in names:
-        raise ValueError(f"distance must be one of {sorted(names)}, got {name!r}")
+        raise UsageError(f"distance must be one of {sorted(names)}, got {name!r}")
     return names[str(name).lower()]
 
 
@@ -57,7 +59,7 @@ def quantization(spec: Any):
             type=models.ScalarType.INT8, always_ram=True))
     if spec in ("binary", "ubinary"):
         return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
-    raise ValueError(f"quantization must be 'scalar' (or 'int8'), 'binary', None or a "
+    raise UsageError(f"quantization must be 'scalar' (or 'int8'), 'binary', None or a "
                      f"qdrant_client QuantizationConfig, got {spec!r}")
 
 
@@ -72,7 +74,7 @@ def search_params(quantization_config: Any, rescore: bool = True,
     if quantization_config is None and oversampling is None:
         return None
     if oversampling is not None and oversampling < 1:
-        raise ValueError(f"oversampling must be >= 1 (candidates = k * oversampling), "
+        raise UsageError(f"oversampling must be >= 1 (candidates = k * oversampling), "
                          f"got {oversampling}")
     return models.SearchParams(quantization=models.QuantizationSearchParams(
         rescore=rescore, oversampling=oversampling))
@@ -85,7 +87,7 @@ def hnsw(spec: Any):
         return spec
     if isinstance(spec, dict):
         return models.HnswConfigDiff(**spec)
-    raise ValueError(f"hnsw must be a dict like {{'m': 16, 'ef_construct': 100}}, got {spec!r}")
+    raise UsageError(f"hnsw must be a dict like {{'m': 16, 'ef_construct': 100}}, got {spec!r}")
 
 
 def payload_indexes(spec: Any) -> dict[str, str]:
@@ -99,7 +101,7 @@ def payload_indexes(spec: Any) -> dict[str, str]:
     out = {}
     for key, schema in items:
         if schema not in allowed:
-            raise ValueError(f"payload index {key!r}: schema must be one of {allowed}, "
+            raise UsageError(f"payload index {key!r}: schema must be one of {allowed}, "
                              f"got {schema!r}")
         out[key if key.startswith("metadata.") else f"metadata.{key}"] = schema
     return out
@@ -110,7 +112,7 @@ def make_client(path: str | None, url: str | None, api_key: str | None,
     from qdrant_client import QdrantClient
 
     if url and path:
-        raise ValueError("give either path= (embedded store) or url= (Qdrant server), not both")
+        raise UsageError("give either path= (embedded store) or url= (Qdrant server), not both")
     if url:
         return QdrantClient(url=url, api_key=api_key, timeout=timeout,
                             check_compatibility=False)
@@ -123,7 +125,7 @@ def make_client(path: str | None, url: str | None, api_key: str | None,
         raise StoreLockedError(folder) from err
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(SetupError):
     """An embedded store's folder is held by another client (local mode allows one)."""
 
     def __init__(self, path: str, flags: bool = False) -> None:
@@ -159,7 +161,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     return (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError)
 
 
-class QdrantServerError(RuntimeError):
+class QdrantServerError(SetupError):
     """A Qdrant server answered with an error status: the message names URL, status, fix."""
 
 

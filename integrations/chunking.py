@@ -7,11 +7,13 @@ cut the original string exactly; otherwise ``tokenizer.decode(ids)`` rebuilds ea
 
 from __future__ import annotations
 
+from llm2vec_rag.errors import UsageError
+
 
 def check_chunk_size(size: int, room: int, max_length: int) -> None:
     """A chunk must fit the room the encoder leaves for a document's text."""
     if isinstance(size, int) and size > room:
-        raise ValueError(f"chunk_size={size} tokens does not fit the encoder: "
+        raise UsageError(f"chunk_size={size} tokens does not fit the encoder: "
                          f"max_length={max_length} leaves {room} tokens for "
                          f"a document's text (after special tokens and the document "
                          f"instruction): use chunk_size <= {room}")
@@ -25,11 +27,11 @@ class TokenChunker:
     def __init__(self, tokenizer, size: int = 256, overlap: int | None = None,
                  late: bool = False) -> None:
         if not isinstance(size, int) or size < 1:
-            raise ValueError(f"chunk size must be a positive number of tokens, got {size!r}")
+            raise UsageError(f"chunk size must be a positive number of tokens, got {size!r}")
         if overlap is None:
             overlap = min(32, size // 8)
         if not isinstance(overlap, int) or not 0 <= overlap < size:
-            raise ValueError(f"chunk overlap must be >= 0 and smaller than the chunk size "
+            raise UsageError(f"chunk overlap must be >= 0 and smaller than the chunk size "
                              f"({size}), got {overlap!r}")
         self.tokenizer = tokenizer
         self.size = size
@@ -62,7 +64,7 @@ class TokenChunker:
         chunking pools over. Needs a tokenizer with offsets (every fast tokenizer)."""
         pieces = self._pieces(text)
         if any(span is None for _, span in pieces):
-            raise ValueError("late chunking needs each chunk's place in its document, and this "
+            raise UsageError("late chunking needs each chunk's place in its document, and this "
                              "tokenizer gives no character offsets (return_offsets_mapping): "
                              "use a fast tokenizer (tokenizer.json), or index without late "
                              "chunking")

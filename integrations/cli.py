@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from llm2vec_rag.errors import UsageError
+
 from ._qdrant_config import QdrantServerError, StoreLockedError
 
 
@@ -63,7 +65,7 @@ def _existing_collection(args: argparse.Namespace):
     if not exists:
         names = sorted(c.name for c in client.get_collections().collections)
         client.close()
-        raise ValueError(f"No collection {args.collection!r} at {where} (it has: "
+        raise UsageError(f"No collection {args.collection!r} at {where} (it has: "
                          f"{', '.join(names) or 'none'}): index documents into it first with "
                          f"`llm2vec-rag index --collection {args.collection} ...`, or pass "
                          "--collection/--qdrant-path/--qdrant-url of an existing one")
@@ -126,7 +128,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for spec in args.filter:
         key, sep, value = spec.partition("=")
         if not sep or not key:
-            raise ValueError(f"--filter {spec!r}: expected KEY=VALUE (a metadata key)")
+            raise UsageError(f"--filter {spec!r}: expected KEY=VALUE (a metadata key)")
         flt.setdefault(key, []).append(value)
     from llm2vec_rag.flags import spec_from_args
 

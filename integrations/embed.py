@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from llm2vec_rag.errors import UsageError
+
 
 def check_late_chunking(encoder, chunker) -> None:
     """Before any write: late chunking needs ``encode_chunks`` and a tokenizer with offsets."""
@@ -41,7 +43,7 @@ def embed_chunks(encoder, docs: Sequence[tuple[str, Sequence[str]]], chunker, *,
     for i, (text, chunks) in enumerate(docs):
         found = chunker.spans(text)
         if [text[a:b] for a, b in found] != list(chunks):
-            raise ValueError(f"document {i}: its chunks are not the chunker's chunks of its "
+            raise UsageError(f"document {i}: its chunks are not the chunker's chunks of its "
                              "text, so late chunking cannot place them (chunked with other "
                              "settings?)")
         spans.append(found)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm2vec_rag.errors import UsageError
+
 DENSE = "dense"
 SPARSE = "bm25"
 RECORD = "llm2vec_rag_sparse"  # collection metadata: the BM25 settings of its sparse vectors
@@ -34,9 +36,9 @@ __all__ = ["DENSE", "SPARSE", "MODES", "FUSIONS", "check_layout", "check_mode",
 def check_mode(mode: str, fusion: str) -> None:
     """Clear errors for a mode or fusion the search does not know."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        raise UsageError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
 
 
 def collection_config(dense: Any) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def layout(vectors: Any, sparse_vectors: Any, collection: str) -> tuple[str, Any
         return "dense", vectors
     if DENSE in vectors and SPARSE in (sparse_vectors or {}):
         return "hybrid", vectors[DENSE]
-    raise ValueError(
+    raise UsageError(
         f"Collection {collection!r} uses named vectors {sorted(vectors)} (sparse: "
         f"{sorted(sparse_vectors or {})}): it was not written by llm2vec-rag, which writes "
         f"either one unnamed dense vector or, with hybrid=True, {DENSE!r} + {SPARSE!r}. Choose "
@@ -72,7 +74,7 @@ def point_vector(dense: Any, sparse: Any = None) -> Any:
 def check_layout(kind: str, mode: str) -> None:
     """Refuse ``sparse`` / ``hybrid`` search on a collection without BM25 vectors."""
     if mode != "dense" and kind != "hybrid":
-        raise ValueError(
+        raise UsageError(
             f"mode={mode!r} needs a BM25 sparse vector per point, but this collection holds "
             f"dense vectors only (indexed without hybrid): search it with mode='dense', or "
             f"re-index it into a new collection with hybrid=True (llm2vec-rag index --hybrid)")

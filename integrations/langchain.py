@@ -24,6 +24,7 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.spec import load_encoder
 
 from ._encoder import check_encode_kwargs, check_encoder, check_text_list
@@ -67,7 +68,7 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
                                                        "query_encode_kwargs")
         if self.encoder is None:
             if not self.model_name:
-                raise ValueError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
+                raise UsageError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
                                  "path) or encoder= (an LLM2Vec / OnnxLLM2Vec)")
             self.encoder = load_encoder(self.model_name, self.adapters, self.backend,
                                         **self.model_kwargs)

@@ -23,6 +23,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, BaseEmbedding
 from pydantic import Field, PrivateAttr
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.spec import load_encoder
 
 from ._encoder import check_encode_kwargs, check_encoder, check_text_list
@@ -48,17 +49,17 @@ class LLM2VecEmbeddings(BaseEmbedding):
     def __init__(self, model_name: str | None = None, *, encoder: Any = None,
                  embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE, **kwargs: Any) -> None:
         if encoder is None and not model_name:
-            raise ValueError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
+            raise UsageError("LLM2VecEmbeddings needs model_name= (hub id, folder or .gguf "
                              "path) or encoder= (an LLM2Vec / OnnxLLM2Vec)")
         super().__init__(model_name=model_name or _model_name(encoder),
                          embed_batch_size=embed_batch_size, **kwargs)
         self.encode_kwargs = check_encode_kwargs(self.encode_kwargs)
         if "batch_size" in self.encode_kwargs:
-            raise ValueError("set embed_batch_size=, not encode_kwargs['batch_size']")
+            raise UsageError("set embed_batch_size=, not encode_kwargs['batch_size']")
         if "normalize" in self.encode_kwargs:
             if "normalize" in self.model_fields_set and \
                     self.encode_kwargs["normalize"] != self.normalize:
-                raise ValueError("normalize= and encode_kwargs['normalize'] disagree: give one")
+                raise UsageError("normalize= and encode_kwargs['normalize'] disagree: give one")
             self.normalize = bool(self.encode_kwargs.pop("normalize"))
         if encoder is None:
             encoder = load_encoder(model_name, self.adapters, self.backend,
@@ -66,7 +67,7 @@ class LLM2VecEmbeddings(BaseEmbedding):
         else:
             for name in ("device", "max_length"):
                 if getattr(self, name) is not None:
-                    raise ValueError(f"{name}= applies when loading by model_name; this "
+                    raise UsageError(f"{name}= applies when loading by model_name; this "
                                      f"encoder is already built (for max_length set "
                                      f"encoder.config.max_length)")
         self._encoder = check_encoder(encoder)
@@ -80,7 +81,7 @@ class LLM2VecEmbeddings(BaseEmbedding):
             if value is None:
                 continue
             if kwargs.get(name) not in (None, value):
-                raise ValueError(f"{name}={value!r} and model_kwargs[{name!r}]="
+                raise UsageError(f"{name}={value!r} and model_kwargs[{name!r}]="
                                  f"{kwargs[name]!r} disagree: give one")
             kwargs[name] = value
         return kwargs

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm2vec_rag.errors import UsageError
+
 
 @dataclass
 class Connection:
@@ -32,12 +34,12 @@ class Connection:
 
     def __post_init__(self) -> None:
         if self.url and self.path:
-            raise ValueError("give either path= (embedded store) or url= (Qdrant server), "
+            raise UsageError("give either path= (embedded store) or url= (Qdrant server), "
                              "not both")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int):
             raise TypeError(f"retries must be an integer, got {self.retries!r}")
         if self.retries < 0 or self.backoff < 0:
-            raise ValueError(f"retries and backoff must be >= 0, got retries={self.retries}, "
+            raise UsageError(f"retries and backoff must be >= 0, got retries={self.retries}, "
                              f"backoff={self.backoff}")
         if self.url and self.api_key is None:
             self.api_key = os.environ.get("QDRANT_API_KEY")
@@ -91,7 +93,7 @@ class WriteOptions:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise TypeError(f"batch_size must be an integer, got {self.batch_size!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 # The flat keywords of QdrantIndexer / index_dataset: keyword -> (group, field).

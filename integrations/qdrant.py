@@ -17,6 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from llm2vec_rag.errors import UsageError
+
 from . import _qdrant_config as qc
 from . import hybrid as hb
 from ._encoder import check_encoder
@@ -63,7 +65,7 @@ class QdrantIndexer:
                          encoder.max_text_tokens(encoder.config.document_instruction),
                          encoder.config.max_length)
         if not isinstance(collection, str) or not collection:
-            raise ValueError(f"collection must be a non-empty name, got {collection!r}")
+            raise UsageError(f"collection must be a non-empty name, got {collection!r}")
         self.chunker = TokenChunker.from_options(encoder.tokenizer, chunking)
         check_late_chunking(encoder, self.chunker)
         self.store = QdrantStore(collection, groups[Connection], groups[CollectionOptions])
@@ -170,7 +172,7 @@ class QdrantIndexer:
         if isinstance(k, bool) or not isinstance(k, int):
             raise TypeError(f"k must be an integer, got {k!r}")
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise UsageError(f"k must be >= 1, got {k}")
         hb.check_mode(mode or "dense", fusion)
         identity = identity_of(self.encoder)
         self.store.ensure(identity.dim, identity.record(), create=False)

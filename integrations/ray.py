@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.spec import EncoderSpec
 
 from ._ray_index import index_dataset, probe_encoder
@@ -86,7 +87,7 @@ def embed_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
     import ray.data
 
     if kind not in ("document", "query"):
-        raise ValueError(f"kind must be 'document' or 'query', got {kind!r}")
+        raise UsageError(f"kind must be 'document' or 'query', got {kind!r}")
     check_pool_args(concurrency, num_gpus, batch_size)
     spec = worker_spec(encoder_spec(model, adapters, **encoder_options), num_gpus)
     if ray.is_initialized():

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.spec import EncoderSpec
 
 logger = logging.getLogger("llm2vec_rag.integrations.ray")
@@ -30,12 +31,12 @@ def worker_spec(spec: EncoderSpec, num_gpus: float) -> EncoderSpec:
 
 def check_pool_args(concurrency: int, num_gpus: float, batch_size: int) -> None:
     if not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency (number of actors) must be an int >= 1, "
+        raise UsageError(f"concurrency (number of actors) must be an int >= 1, "
                          f"got {concurrency!r}")
     if num_gpus < 0:
-        raise ValueError(f"num_gpus (per actor) must be >= 0, got {num_gpus!r}")
+        raise UsageError(f"num_gpus (per actor) must be >= 0, got {num_gpus!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size!r}")
 
 
 def actor_cpus(concurrency: int, num_cpus: float | None, reserve: float) -> float | None:

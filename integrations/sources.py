@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.preprocess import unencodable
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -65,7 +66,7 @@ def iter_documents(items: Any, *, text_field: str = "text", id_field: str = "id"
                    id_scope: str = "global") -> Iterator[SourceDoc | Skipped]:
     """``items``: a path (folder, .txt/.md, .jsonl), or an iterable of texts, dicts, paths."""
     if id_scope not in ID_SCOPES:
-        raise ValueError(f"id_scope must be one of {ID_SCOPES}, got {id_scope!r}")
+        raise UsageError(f"id_scope must be one of {ID_SCOPES}, got {id_scope!r}")
     opts = dict(text_field=text_field, id_field=id_field, one_per_line=one_per_line,
                 id_scope=id_scope)
     labels = folder_labels(items) if isinstance(items, (list, tuple)) else {}
@@ -140,7 +141,7 @@ def from_record(rec: dict, where: str, text_field: str, id_field: str, strict: b
     except RecursionError:
         msg = "metadata nested too deeply to store (Python's JSON limit)"
         if strict:
-            raise ValueError(f"{where}: {msg}") from None
+            raise UsageError(f"{where}: {msg}") from None
         return Skipped(where, msg)
     except (TypeError, ValueError) as err:
         if strict:
@@ -165,7 +166,7 @@ def from_record(rec: dict, where: str, text_field: str, id_field: str, strict: b
                f"and chunk number there) and would be overwritten: rename the key, or, if "
                f"it is the document id, pass id_field={clash[0]!r} (--id-field {clash[0]})")
         if strict:
-            raise ValueError(f"{where}: {msg}")
+            raise UsageError(f"{where}: {msg}")
         return Skipped(where, msg)
     return _doc_or_skip(doc_id, text, metadata, where)
 

@@ -27,6 +27,8 @@ import zlib
 from collections import Counter
 from typing import Any
 
+from llm2vec_rag.errors import UsageError
+
 __all__ = ["BM25SparseEncoder", "sparse_vector_params"]
 
 
@@ -49,11 +51,11 @@ class BM25SparseEncoder:
                               f"pip install 'llm2vec-rag[sparse]'") from None
         for name, value in (("k1", k1), ("avg_len", avg_len)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+                raise UsageError(f"{name} must be a positive number, got {value!r}")
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
-            raise ValueError(f"b must be a number in [0, 1], got {b!r}")
+            raise UsageError(f"b must be a number in [0, 1], got {b!r}")
         if language is not None and language not in Stemmer.algorithms():
-            raise ValueError(f"language={language!r} has no Snowball stemmer; choose one of "
+            raise UsageError(f"language={language!r} has no Snowball stemmer; choose one of "
                              f"{sorted(Stemmer.algorithms())} or None")
         self.language, self.stopwords = language, stopwords
         self.k1, self.b, self.avg_len = float(k1), float(b), float(avg_len)

@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from llm2vec_rag.errors import UsageError
+
 from . import _qdrant_config as qc
 from . import hybrid as hb
 from ._plan import Job
@@ -55,7 +57,7 @@ class QdrantStore:
         """``connection`` / ``options`` or their fields as keywords (``path=``, ``url=``,
         ``api_key=``, ``client=``, ``retries=``, ``distance=``, ``quantization=``...)."""
         if not isinstance(collection, str) or not collection:
-            raise ValueError(f"collection must be a non-empty name, got {collection!r}")
+            raise UsageError(f"collection must be a non-empty name, got {collection!r}")
         groups = split_keywords(keywords, {Connection: connection,
                                            CollectionOptions: options}, "QdrantStore")
         self.connection: Connection = groups[Connection]
@@ -112,7 +114,7 @@ class QdrantStore:
         args = self.create_args
         if not self.exists():
             if not create:
-                raise ValueError(f"No collection {self.collection!r} at {self.where}: "
+                raise UsageError(f"No collection {self.collection!r} at {self.where}: "
                                  f"index documents into it first")
             dense = models.VectorParams(size=dim, distance=args["distance"],
                                         on_disk=args["on_disk"] or None)
@@ -142,7 +144,7 @@ class QdrantStore:
         distance = self.create_args["distance"]
         vectors = self._read_layout(params, create)
         if vectors.size != dim or vectors.distance != distance:
-            raise ValueError(
+            raise UsageError(
                 f"Collection {self.collection!r} holds {vectors.size}-dim vectors with "
                 f"{vectors.distance.value} distance, but this encoder makes {dim}-dim vectors "
                 f"and distance={distance.value} was asked: it was built with another model or "
@@ -158,7 +160,7 @@ class QdrantStore:
         self.layout, vectors = hb.layout(params.vectors, params.sparse_vectors, self.collection)
         recorded = self.recorded.get(hb.RECORD)
         if self.layout == "dense" and self.sparse is not None and create:
-            raise ValueError(
+            raise UsageError(
                 f"Collection {self.collection!r} at {self.where} holds dense vectors only (it "
                 f"was indexed without hybrid), so it has no room for BM25 vectors. Nothing was "
                 f"written. Index into a new collection with hybrid=True (--hybrid), or delete "
@@ -171,7 +173,7 @@ class QdrantStore:
             settings = {k: v for k, v in (recorded or {}).items() if k not in ("kind", "hash")}
             self.sparse = BM25SparseEncoder(**settings)
         elif recorded is not None and recorded != self.sparse.config():
-            raise ValueError(
+            raise UsageError(
                 f"Collection {self.collection!r} holds BM25 vectors made with {recorded}, but "
                 f"this store's sparse encoder is {self.sparse.config()}: their term weights "
                 f"would not match. Leave sparse_encoder out (the recorded settings are used), "
@@ -197,7 +199,7 @@ class QdrantStore:
         self.recorded = dict(getattr(info.config, "metadata", None) or {})
         mixed = self.recorded.get(MIXED)
         if mixed:
-            raise ValueError(
+            raise UsageError(
                 f"Collection {self.collection!r} at {self.where} holds vectors of two "
                 f"encoders ({mixed}): an index run with another encoder re-embedded only part "
                 f"of it, and hits would compare two models' vectors. Re-index every document "
@@ -205,7 +207,7 @@ class QdrantStore:
                 f"pass allow_other_encoder=True (--allow-other-encoder) to search anyway.")
         if same_encoder(self.recorded, identity):
             return
-        raise ValueError(
+        raise UsageError(
             f"Collection {self.collection!r} at {self.where} was written by the encoder "
             f"{self.recorded[ENCODER]!r}, but this search uses {identity.source!r}: its vectors "
             f"would be compared with another model's and the hits would be meaningless. Search "
@@ -401,7 +403,7 @@ def finish_run(store: QdrantStore, identity: EncoderIdentity, prior: dict,
             before = prior.get(MIXED) or prior.get(ENCODER)
             store.record({**identity.record(), MIXED: f"{before!r} and {identity.source!r}"})
             examples = ", ".join(repr(d) for d in list(left)[:5])
-            raise ValueError(
+            raise UsageError(
                 f"Collection {store.collection!r} at {store.where} was written by the encoder "
                 f"{before!r}; this run re-embedded its own documents with {identity.source!r}, "
                 f"but {len(left)} other documents (e.g. {examples}) keep the first encoder's "

@@ -8,9 +8,10 @@ from __future__ import annotations
 import importlib
 
 from .config import POOLING_MODES, EncoderConfig
+from .errors import SetupError, UsageError
 
 __all__ = ["LLM2Vec", "EncoderConfig", "EncoderSpec", "Encoder", "load_encoder", "POOLING_MODES",
-           "is_bidirectional", "make_bidirectional"]
+           "is_bidirectional", "make_bidirectional", "UsageError", "SetupError"]
 __version__ = "0.1.0"
 
 _LAZY = {"LLM2Vec": ".model", "is_bidirectional": ".bidirectional",

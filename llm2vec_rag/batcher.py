@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .encoder import BaseEncoder
+from .errors import UsageError
 from .preprocess import Encoded, check_inputs
 from .quantize import normalize_rows
 
@@ -113,11 +114,11 @@ class Batcher:
                  on_batch: Callable[[BatchStats], None] | None = None,
                  start: bool = True) -> None:
         if max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+            raise UsageError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+            raise UsageError(f"max_queue must be >= 1, got {max_queue}")
         if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+            raise UsageError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.encoder = encoder
         self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000
         self.max_queue, self.merge, self.on_batch = max_queue, merge, on_batch

@@ -7,6 +7,8 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
+from .errors import UsageError
+
 CONFIG_NAME = "llm2vec_config.json"
 
 POOLING_MODES = ("mean", "weighted_mean", "eos", "last", "bos")
@@ -31,7 +33,7 @@ def check_prompts(prompts: object) -> dict[str, str]:
             raise TypeError(f"prompts[{name!r}] must map a string name to a string, got "
                             f"{type(text).__name__}")
         if name in INSTRUCTION_PROMPTS:
-            raise ValueError(f"prompts[{name!r}]: the {name!r} prompt is "
+            raise UsageError(f"prompts[{name!r}]: the {name!r} prompt is "
                              f"{INSTRUCTION_PROMPTS[name]}; set that instead (from_pretrained("
                              f"prompts=...) does it for you)")
     return prompts
@@ -50,7 +52,7 @@ def split_prompts(prompts: dict[str, str] | None, query_instruction: str | None,
     for name in INSTRUCTION_PROMPTS:
         if name in prompts:
             if out[name] is not None and out[name].strip() != prompts[name].strip():
-                raise ValueError(f"prompts[{name!r}] and {INSTRUCTION_PROMPTS[name]} disagree "
+                raise UsageError(f"prompts[{name!r}] and {INSTRUCTION_PROMPTS[name]} disagree "
                                  f"({prompts[name]!r} vs {out[name]!r}): pass one of them")
             out[name] = prompts[name]
     extra = {k: v for k, v in prompts.items() if k not in INSTRUCTION_PROMPTS}
@@ -61,7 +63,7 @@ def check_pooling(pooling: str) -> str:
     """Accept our names and the reference's (``eos_token`` ...); reject anything else clearly."""
     pooling = POOLING_ALIASES.get(pooling, pooling)
     if pooling not in POOLING_MODES:
-        raise ValueError(
+        raise UsageError(
             f"Unknown pooling {pooling!r}. Choose one of {', '.join(POOLING_MODES)} "
             "(mean is the LLM2Vec default)."
         )
@@ -99,7 +101,7 @@ class EncoderConfig:
             value = check_pooling(value)
         elif name == "max_length":
             if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-                raise ValueError(f"max_length must be an integer >= 2, got {value!r}")
+                raise UsageError(f"max_length must be an integer >= 2, got {value!r}")
         elif name in INSTRUCTION_PROMPTS.values():
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a string or None, got {type(value).__name__}")
@@ -108,7 +110,7 @@ class EncoderConfig:
         elif name == "matryoshka_dims" and value is not None:
             if not isinstance(value, (list, tuple)) or not all(
                     isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value):
-                raise ValueError(f"matryoshka_dims must be a list of integers >= 1 or None, "
+                raise UsageError(f"matryoshka_dims must be a list of integers >= 1 or None, "
                                  f"got {value!r}")
             value = sorted(set(value), reverse=True) or None
         object.__setattr__(self, name, value)
@@ -119,7 +121,7 @@ class EncoderConfig:
         if name in INSTRUCTION_PROMPTS:
             return getattr(self, INSTRUCTION_PROMPTS[name]) or ""
         if name not in self.prompts:
-            raise ValueError(f"prompt_name={name!r} is not a configured prompt; known: "
+            raise UsageError(f"prompt_name={name!r} is not a configured prompt; known: "
                              f"{sorted({*INSTRUCTION_PROMPTS, *self.prompts})}. Add it with "
                              f"from_pretrained(..., prompts={{{name!r}: '...'}}) or "
                              f"model.config.prompts[{name!r}] = '...'")
@@ -182,7 +184,7 @@ def resolve_reference_keys(settings: dict, reference: dict, special_tokens: int)
     if skip is not None and not isinstance(skip, bool):
         raise TypeError(f"skip_instruction must be True or False, got {skip!r}")
     if skip is False and pooling in ("mean", "weighted_mean"):
-        raise ValueError(
+        raise UsageError(
             f"skip_instruction=False with {pooling} pooling (llm2vec 0.2.3: pool the "
             "instruction and BOS with the text) has no equivalent in llm2vec-rag, which pools "
             "the text's own tokens only. Use skip_instruction=True (the reference's default, "
@@ -190,7 +192,7 @@ def resolve_reference_keys(settings: dict, reference: dict, special_tokens: int)
     doc = reference.get("doc_max_length")
     if doc is not None:
         if not isinstance(doc, int) or isinstance(doc, bool) or doc < 1:
-            raise ValueError(f"doc_max_length must be an integer >= 1, got {doc!r}")
+            raise UsageError(f"doc_max_length must be an integer >= 1, got {doc!r}")
         max_length = settings.get("max_length", EncoderConfig.max_length)
         if doc + special_tokens < max_length:
             settings["max_length"] = doc + special_tokens

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from . import late_chunking
 from .config import EncoderConfig
+from .errors import UsageError
 from .preprocess import (
     Batch,
     Encoded,
@@ -163,15 +164,15 @@ class BaseEncoder:
         check_output_options(precision, truncate_dim, self.dim)
         self._warn_truncation(truncate_dim)
         if output_value not in OUTPUT_VALUES:
-            raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got "
+            raise UsageError(f"output_value must be one of {OUTPUT_VALUES}, got "
                              f"{output_value!r}")
         if return_offsets and output_value != "token_embeddings":
-            raise ValueError("return_offsets=True needs output_value='token_embeddings' "
+            raise UsageError("return_offsets=True needs output_value='token_embeddings' "
                              "(offsets are per token)")
         self._check_pool(pool)
         if output_value == "token_embeddings":
             if precision != "float32":
-                raise ValueError(f"precision={precision!r} applies to sentence vectors; "
+                raise UsageError(f"precision={precision!r} applies to sentence vectors; "
                                  "token embeddings are float32")
             return self._encode_tokens(texts, instruction, batch_size, max_batch_tokens,
                                        show_progress, normalize, truncate_dim, pool,
@@ -199,7 +200,7 @@ class BaseEncoder:
     def _check_pool(self, pool: EncodePool | None) -> None:
         if pool is not None and getattr(pool, "settings", None) not in (
                 None, self.encoding_settings()):
-            raise ValueError(
+            raise UsageError(
                 f"model.config changed (max_length, pooling: {pool.settings} -> "
                 f"{self.encoding_settings()}) after this pool started, and its workers still "
                 "use the old settings: stop it and start a new one (start_multi_process_pool)")
@@ -275,7 +276,7 @@ class BaseEncoder:
         given = [n for n, v in (("instruction", instruction), ("prompt_name", prompt_name),
                                 ("prompt", prompt)) if v is not None]
         if len(given) > 1:
-            raise ValueError(f"{' and '.join(given)} were both given: they name the same "
+            raise UsageError(f"{' and '.join(given)} were both given: they name the same "
                              "thing (the text before each input); pass one")
         if prompt_name is not None:
             return self.config.prompt(prompt_name)

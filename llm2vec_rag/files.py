@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from .errors import UsageError
+
 REDOWNLOAD = ("Re-download or re-copy it (an interrupted download or copy leaves such files), "
               "or re-save the model")
 
@@ -25,13 +27,13 @@ def read_json_object(path: str | os.PathLike, fix: str = "Fix or re-create the f
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno} "
+        raise UsageError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno} "
                          f"({err.msg}). {fix}.") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}): it is not a JSON file, "
+        raise UsageError(f"{path}: not UTF-8 text (byte {err.start}): it is not a JSON file, "
                          f"or it is corrupt. {fix}.") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object {{...}} of settings, got a "
+        raise UsageError(f"{path}: expected a JSON object {{...}} of settings, got a "
                          f"{type(raw).__name__}. {fix}.")
     return raw
 
@@ -49,7 +51,7 @@ def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise ValueError(
+                raise UsageError(
                     f"{path}:{n}: not UTF-8 text (byte {err.start} of the line: {err.reason}), "
                     f"perhaps Latin-1: convert the file to UTF-8 first, e.g. iconv -f latin1 "
                     f"-t utf-8 {path} > utf8.txt") from None
@@ -68,11 +70,11 @@ def read_jsonl(path: str | os.PathLike, shape: str = "{...}") -> Iterator[tuple[
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{os.fspath(path)}:{n}: invalid JSON at column {err.colno} "
+            raise UsageError(f"{os.fspath(path)}:{n}: invalid JSON at column {err.colno} "
                              f"({err.msg}): a .jsonl file holds one JSON object per line; fix "
                              f"or remove that line") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{os.fspath(path)}:{n}: expected a JSON object {shape}, got a "
+            raise UsageError(f"{os.fspath(path)}:{n}: expected a JSON object {shape}, got a "
                              f"{type(record).__name__}")
         yield n, record
 
@@ -97,7 +99,7 @@ def safetensors_error(where: str, err: Exception) -> ValueError:
              else sorted(glob.glob(os.path.join(where, "*.safetensors"))))
     bad = corrupt_safetensors(paths)
     path, reason = bad if bad else (where, str(err))
-    return ValueError(f"{path}: not a readable safetensors file, it is truncated or corrupt "
+    return UsageError(f"{path}: not a readable safetensors file, it is truncated or corrupt "
                       f"({reason}). {REDOWNLOAD}.")
 
 

@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from .config import POOLING_ALIASES, POOLING_MODES
+from .errors import UsageError
 from .spec import EncoderSpec
 
 POOLING_CHOICES = (*POOLING_MODES, *POOLING_ALIASES)
@@ -59,7 +60,7 @@ def use_default_model(args: argparse.Namespace) -> None:
     if getattr(args, "model", "") is not None or not hasattr(args, "adapter"):
         return
     if getattr(args, "onnx", False):
-        raise ValueError("--onnx needs --model: the folder written by `llm2vec-rag export onnx`")
+        raise UsageError("--onnx needs --model: the folder written by `llm2vec-rag export onnx`")
     from .default_model import DEFAULT_ADAPTERS, smollm2_gguf
 
     args.model, args.adapter = smollm2_gguf(), DEFAULT_ADAPTERS + args.adapter

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UsageError
 from .preprocess import Batch, Encoded, check_texts, text_tokens
 
 POOLINGS = ("mean", "weighted_mean", "eos", "last", "bos")
@@ -43,11 +44,11 @@ def check_request(documents: object, spans: object, window_overlap: object
     if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence) or len(
             spans) != len(docs):
         got = f"{len(spans)} lists" if isinstance(spans, Sequence) else type(spans).__name__
-        raise ValueError(f"spans must hold one list of (start, end) pairs per document: "
+        raise UsageError(f"spans must hold one list of (start, end) pairs per document: "
                          f"{len(docs)} documents, got {got}")
     if window_overlap is not None and (isinstance(window_overlap, bool) or not isinstance(
             window_overlap, (int, np.integer)) or window_overlap < 0):
-        raise ValueError(f"window_overlap must be a number of tokens >= 0 or None, got "
+        raise UsageError(f"window_overlap must be a number of tokens >= 0 or None, got "
                          f"{window_overlap!r}")
     where = ["document"] if single else [f"documents[{d}]" for d in range(len(docs))]
     return docs, [check_spans(doc, s, w) for doc, s, w in zip(docs, spans, where)], where
@@ -69,7 +70,7 @@ def check_spans(document: str, spans: object, where: str) -> list[tuple[int, int
             raise TypeError(f"{where}: spans[{i}] is {span!r:.60}, not a (start, end) pair of "
                             "integers (character offsets, end exclusive)")
         if not 0 <= start < end <= len(document):
-            raise ValueError(f"{where}: spans[{i}] = ({start}, {end}) is not a non-empty range "
+            raise UsageError(f"{where}: spans[{i}] = ({start}, {end}) is not a non-empty range "
                              f"inside the document's {len(document)} characters: need "
                              f"0 <= start < end <= {len(document)}")
         out.append((start, end))
@@ -93,7 +94,7 @@ def plan_windows(n_tokens: int, width: int,
         overlap = width // 4
     if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or not (
             0 <= overlap < width):
-        raise ValueError(f"window overlap must be >= 0 and below the window's {width} text "
+        raise UsageError(f"window overlap must be >= 0 and below the window's {width} text "
                          f"tokens, got {overlap}")
     stride = width - overlap
     starts = list(range(0, n_tokens - width, stride)) + [n_tokens - width]
@@ -118,7 +119,7 @@ def span_tokens(offsets: np.ndarray, span: tuple[int, int], where: str) -> tuple
     start, end = span
     hit = np.flatnonzero((offsets[:, 0] < end) & (offsets[:, 1] > start))
     if not len(hit):
-        raise ValueError(f"{where}: span ({start}, {end}) holds no token (only whitespace or "
+        raise UsageError(f"{where}: span ({start}, {end}) holds no token (only whitespace or "
                          "characters the tokenizer drops): widen it or leave it out")
     return int(hit[0]), int(hit[-1]) + 1
 

@@ -23,6 +23,7 @@ from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
 from .bidirectional import is_bidirectional, make_bidirectional
+from .errors import SetupError, UsageError
 from .files import read_json_object, safetensors_error
 
 logger = logging.getLogger(__name__)
@@ -196,10 +197,10 @@ def load_model(
         except SafetensorError as err:
             raise safetensors_error(name_or_path, err) from None
     if model.config.is_encoder_decoder:
-        raise ValueError(f"{name_or_path!r} is not a decoder-only language model.")
+        raise UsageError(f"{name_or_path!r} is not a decoder-only language model.")
     missing = info.get("missing_keys") or []
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{name_or_path!r} lacks weights for {len(missing)} parameters "
             f"(e.g. {sorted(missing)[:3]}): they would be random. Check that the folder holds "
             "the full model, not only an adapter or a different architecture."
@@ -283,7 +284,7 @@ def _no_gguf_bar():
 
 def check_bidirectional(model: PreTrainedModel, name: str) -> None:
     if not is_bidirectional(model):
-        raise RuntimeError(
+        raise SetupError(
             f"{name!r} is still causal after setting config.is_causal=False "
             f"(architecture {type(model).__name__}, attention "
             f"{model.config._attn_implementation!r}). This architecture's transformers code "
@@ -322,7 +323,7 @@ def apply_adapters(model: PreTrainedModel, adapters: list[str], bases: list[str]
         except SafetensorError as err:
             raise safetensors_error(str(adapter), err) from None
         except (RuntimeError, ValueError, KeyError) as err:
-            raise ValueError(
+            raise UsageError(
                 f"Adapter {adapter!r} does not fit this base model "
                 f"({type(model).__name__}, hidden size {model.config.hidden_size}); it was "
                 f"trained for {adapter_base(str(adapter), **hub_kwargs)!r}. Load it on that "

@@ -15,6 +15,7 @@ from .allocator import tune_from_env
 from .cache import load_or_build
 from .config import EncoderConfig, split_prompts
 from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
+from .errors import SetupError, UsageError
 from .loading import (
     apply_adapters,
     base_names,
@@ -80,7 +81,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {str(device)!r} is not a torch device: use cpu, cuda or "
+        raise UsageError(f"device {str(device)!r} is not a torch device: use cpu, cuda or "
                          f"cuda:N ({err})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -88,13 +89,13 @@ def pick_device(device: str | torch.device | None) -> torch.device:
                    if torch.version.cuda is None else
                    f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU on this "
                    f"machine")
-            raise RuntimeError(f"device {str(device)!r}: CUDA is not available: {why}. Use "
-                               f"--device cpu (device='cpu'), or install a CUDA build of torch "
-                               f"on a machine with an NVIDIA GPU and driver.")
+            raise SetupError(f"device {str(device)!r}: CUDA is not available: {why}. Use "
+                             f"--device cpu (device='cpu'), or install a CUDA build of torch "
+                             f"on a machine with an NVIDIA GPU and driver.")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {str(device)!r}: this machine has "
-                               f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
-                               f"cuda:{torch.cuda.device_count() - 1}).")
+            raise SetupError(f"device {str(device)!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                             f"cuda:{torch.cuda.device_count() - 1}).")
     return device
 
 
@@ -110,7 +111,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     if dtype in _AUTOCAST:
         return torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of "
+        raise UsageError(f"Unknown dtype {dtype!r}; use one of "
                          f"{sorted(_DTYPES) + sorted(_AUTOCAST)} or 'auto'.")
     return _DTYPES[dtype]
 

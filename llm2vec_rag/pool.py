@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import SetupError, UsageError
 from .preprocess import check_batching, check_count, check_inputs
 from .quantize import normalize_rows
 from .spec import EncoderSpec
@@ -44,7 +45,7 @@ MAIN_GUARD_HINT = (
     "starts the pool (and encodes) under `if __name__ == \"__main__\":`")
 
 
-class PoolError(RuntimeError):
+class PoolError(SetupError):
     """A pool worker died or failed; the pool is closed and cannot be used again."""
 
 
@@ -118,7 +119,7 @@ class MultiProcessMixin:
         loading this encoder from its ``spec``; pass the pool to ``encode(..., pool=pool)``.
         Options: ``threads_per_worker``, ``chunk_size``, ``min_texts``, ``timeout``."""
         if self.spec is None:
-            raise ValueError("This encoder was built from objects in memory, so other "
+            raise UsageError("This encoder was built from objects in memory, so other "
                              "processes cannot rebuild it: load it with from_pretrained(...) "
                              "or start EncodePool(EncoderSpec(...)) directly")
         max_length, pooling = self.encoding_settings()  # the config now, changes included
@@ -152,7 +153,7 @@ class EncodePool:
             raise TypeError(f"spec must be an EncoderSpec, got {type(spec).__name__}")
         devices = list(default_devices() if devices is None else devices)
         if not devices or not all(isinstance(d, str) and d for d in devices):
-            raise ValueError(f"devices must be a non-empty list of names like 'cpu' or "
+            raise UsageError(f"devices must be a non-empty list of names like 'cpu' or "
                              f"'cuda:0', got {devices!r}")
         chunk_size = check_count("chunk_size", chunk_size)
         n_cpu = sum(d == "cpu" for d in devices)

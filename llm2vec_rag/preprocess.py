@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UsageError
+
 
 @dataclass
 class Batch:
@@ -82,7 +84,7 @@ def check_texts(texts: object) -> list[str]:
                 hint = " (bytes: decode them first, e.g. t.decode('utf-8'))"
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str{hint}: {t!r:.80}")
         if not t.isascii() and (why := unencodable(t)):
-            raise ValueError(f"texts[{i}] {why}")
+            raise UsageError(f"texts[{i}] {why}")
     return list(texts)
 
 
@@ -95,7 +97,7 @@ def check_count(name: str, value: object, *, optional: bool = False) -> int | No
         allowed = "an integer >= 1 or None" if optional else "an integer >= 1"
         raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
     if value < 1:
-        raise ValueError(f"{name} must be >= 1{' or None' if optional else ''}, got {value}")
+        raise UsageError(f"{name} must be >= 1{' or None' if optional else ''}, got {value}")
     return int(value)
 
 
@@ -116,7 +118,7 @@ def check_inputs(texts: object,
     """
     if _is_pair_list(texts):
         if instruction is not None:
-            raise ValueError("texts are [instruction, text] pairs, which carry their own "
+            raise UsageError("texts are [instruction, text] pairs, which carry their own "
                              "instructions: do not pass instruction= as well")
         pairs = list(texts)  # type: ignore[arg-type]
         for i, pair in enumerate(pairs):
@@ -147,7 +149,7 @@ def check_instruction(instruction: object, n_texts: int | None = None) -> str | 
         return instruction.strip()
     if isinstance(instruction, Sequence) and n_texts is not None:
         if len(instruction) != n_texts:
-            raise ValueError(f"instruction is a list of {len(instruction)} items for "
+            raise UsageError(f"instruction is a list of {len(instruction)} items for "
                              f"{n_texts} texts: give one per text, or one string for all")
         out = []
         for i, ins in enumerate(instruction):
@@ -164,13 +166,13 @@ class Preprocessor:
     def __init__(self, tokenizer, max_length: int, append_eos: bool = False,
                  padding_side: str = "left") -> None:
         if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+            raise UsageError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.padding_side = padding_side
         self.eos_id = tokenizer.eos_token_id
         if append_eos and self.eos_id is None:
-            raise ValueError(
+            raise UsageError(
                 "eos pooling needs a tokenizer with an eos_token; choose another pooling")
         self.append_eos = append_eos
         pad = tokenizer.pad_token_id
@@ -245,7 +247,7 @@ class Preprocessor:
         n_text = min(n_text, len(body))
         budget = self.max_length - len(lead) - len(trail) - int(self.append_eos)
         if budget - (len(body) - n_text) < 1:
-            raise ValueError(
+            raise UsageError(
                 f"The instruction takes {len(body) - n_text} tokens, leaving no room for text "
                 f"within max_length={self.max_length}: shorten it or raise max_length."
             )

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
+
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
 
 def check_output_options(precision: str, truncate_dim: int | None, dim: int) -> None:
     """Clear errors before any work is done."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if truncate_dim is not None and (not isinstance(truncate_dim, int) or
                                      not 1 <= truncate_dim <= dim):
-        raise ValueError(f"truncate_dim must be an integer in 1..{dim} (the model's "
+        raise UsageError(f"truncate_dim must be an integer in 1..{dim} (the model's "
                          f"dimension), got {truncate_dim!r}")
 
 
@@ -53,7 +55,7 @@ def calibration_ranges(embeddings: np.ndarray) -> np.ndarray:
     """``(2, dim)``: each dimension's min and max over a representative sample."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or len(embeddings) < 2:
-        raise ValueError("calibration needs a 2-D array of at least 2 embeddings (a sample of "
+        raise UsageError("calibration needs a 2-D array of at least 2 embeddings (a sample of "
                          f"the corpus), got shape {embeddings.shape}")
     return np.vstack((embeddings.min(axis=0), embeddings.max(axis=0)))
 
@@ -62,7 +64,7 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
              calibration_embeddings: np.ndarray | None = None) -> np.ndarray:
     """``embeddings`` (float, ``(n, dim)``) at ``precision``; see the module docstring."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if precision == "float32":
         return embeddings
@@ -73,13 +75,13 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
     if ranges is None:
         source = embeddings if calibration_embeddings is None else calibration_embeddings
         if len(source) < 2:
-            raise ValueError(f"{precision} needs quantization ranges: pass ranges= (from "
+            raise UsageError(f"{precision} needs quantization ranges: pass ranges= (from "
                              "llm2vec_rag.quantize.calibration_ranges on a sample of the corpus) "
                              "or encode at least 2 texts together")
         ranges = calibration_ranges(source)
     ranges = np.asarray(ranges, dtype=np.float32)
     if ranges.shape != (2, embeddings.shape[-1]):
-        raise ValueError(f"ranges must have shape (2, {embeddings.shape[-1]}) (mins, maxes per "
+        raise UsageError(f"ranges must have shape (2, {embeddings.shape[-1]}) (mins, maxes per "
                          f"dimension, after truncate_dim), got {ranges.shape}")
     starts = ranges[0]
     steps = (ranges[1] - starts) / 255

@@ -20,6 +20,7 @@ from .config import (
     read_reference_keys,
     resolve_reference_keys,
 )
+from .errors import UsageError
 from .loading import adapter_base, find_file, resolve_source
 from .preprocess import special_template
 
@@ -81,7 +82,7 @@ def pick_pooling(pooling: str | None, pooling_mode: str | None) -> str | None:
     if pooling_mode is None:
         return pooling
     if pooling is not None and check_pooling(pooling) != check_pooling(pooling_mode):
-        raise ValueError(f"pooling={pooling!r} and pooling_mode={pooling_mode!r} "
+        raise UsageError(f"pooling={pooling!r} and pooling_mode={pooling_mode!r} "
                          "disagree: pass one of them (pooling_mode is llm2vec 0.2.3's "
                          "name for pooling)")
     return pooling_mode

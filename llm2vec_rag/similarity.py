@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
+
 SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 
 
@@ -18,17 +20,17 @@ def _rows(x, name: str) -> np.ndarray:
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2:
-        raise ValueError(f"{name} must be one vector or a 2-D array of vectors, got shape "
+        raise UsageError(f"{name} must be one vector or a 2-D array of vectors, got shape "
                          f"{x.shape}")
     return x
 
 
 def _check(a: np.ndarray, b: np.ndarray, fn: str) -> None:
     if fn not in SIMILARITY_FUNCTIONS:
-        raise ValueError(f"similarity_fn_name must be one of {', '.join(SIMILARITY_FUNCTIONS)}, "
+        raise UsageError(f"similarity_fn_name must be one of {', '.join(SIMILARITY_FUNCTIONS)}, "
                          f"got {fn!r}")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"the vectors have different dimensions ({a.shape[1]} and "
+        raise UsageError(f"the vectors have different dimensions ({a.shape[1]} and "
                          f"{b.shape[1]}): were they made by the same model and truncate_dim?")
 
 
@@ -55,7 +57,7 @@ def similarity_pairwise(a, b, fn: str = "cosine") -> np.ndarray:
     a, b = _rows(a, "a"), _rows(b, "b")
     _check(a, b, fn)
     if len(a) != len(b):
-        raise ValueError(f"pairwise similarity needs as many rows in a as in b, got {len(a)} "
+        raise UsageError(f"pairwise similarity needs as many rows in a as in b, got {len(a)} "
                          f"and {len(b)}")
     if fn == "cosine":
         return (_unit(a) * _unit(b)).sum(1)

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UsageError
+
 # backend -> (module, class) whose ``from_pretrained(model, **options)`` builds the encoder
 ENCODER_CLASSES = {"torch": ("llm2vec_rag.model", "LLM2Vec"),
                    "onnx": ("llm2vec_rag.export.runtime", "OnnxLLM2Vec")}
@@ -45,14 +47,14 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
-            raise ValueError(f"EncoderSpec.model must be a non-empty string, got {self.model!r}")
+            raise UsageError(f"EncoderSpec.model must be a non-empty string, got {self.model!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"EncoderSpec.backend must be one of {BACKENDS}, "
+            raise UsageError(f"EncoderSpec.backend must be one of {BACKENDS}, "
                              f"got {self.backend!r}")
         adapters = (self.adapters,) if isinstance(self.adapters, str) else self.adapters
         object.__setattr__(self, "adapters", tuple(str(a) for a in adapters or ()))
         if self.backend == "onnx" and self.adapters:
-            raise ValueError("adapters cannot be applied to an ONNX export: fuse them before "
+            raise UsageError("adapters cannot be applied to an ONNX export: fuse them before "
                              "exporting (llm2vec-rag export onnx --adapter ...), then pass the "
                              "export folder")
         options = {k: v for k, v in dict(self.options or {}).items() if v is not None}

@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, set_seed
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.loading import (
     apply_adapters,
     base_names,
@@ -40,7 +41,7 @@ def training_tokenizer(cfg: TrainConfig):
     if cfg.pad_token is not None:
         tokenizer.pad_token = cfg.pad_token
     if tokenizer.pad_token_id is None:
-        raise ValueError(f"The tokenizer of {cfg.model!r} has neither a pad token nor an EOS "
+        raise UsageError(f"The tokenizer of {cfg.model!r} has neither a pad token nor an EOS "
                          "token: set pad_token=<a token of its vocabulary> in the config")
     return tokenizer
 

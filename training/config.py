@@ -13,6 +13,7 @@ from typing import ClassVar
 import yaml
 
 from llm2vec_rag.config import check_pooling
+from llm2vec_rag.errors import UsageError
 
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
 CONFIG_FILE = "training_config.yaml"
@@ -72,21 +73,21 @@ class TrainConfig:
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
         if not self.model:
-            raise ValueError("model: required (a hub id, a model folder or a .gguf file); "
+            raise UsageError("model: required (a hub id, a model folder or a .gguf file); "
                              "pass e.g. model=path/to/model.gguf")
         if not self.data:
-            raise ValueError("data: required (text/JSONL files, saved datasets or hf:NAME)")
+            raise UsageError("data: required (text/JSONL files, saved datasets or hf:NAME)")
         if self.output_dir is None:
             self.output_dir = os.path.join("out", self.stage)
         for name in ("max_length", "batch_size", "gradient_accumulation_steps", "max_steps",
                      "lora_r", "logging_steps", "save_steps"):
             _positive(self, name)
         if self.max_length < 4:
-            raise ValueError(f"max_length: must be >= 4, got {self.max_length}")
+            raise UsageError(f"max_length: must be >= 4, got {self.max_length}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+            raise UsageError(f"learning_rate: must be > 0, got {self.learning_rate}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ValueError("warmup_steps and weight_decay: must be >= 0")
+            raise UsageError("warmup_steps and weight_decay: must be >= 0")
         if self.warmup_steps and self.max_steps <= self.warmup_steps:
             warnings.warn(f"max_steps={self.max_steps} is not above warmup_steps="
                           f"{self.warmup_steps}: the learning rate never reaches "
@@ -97,12 +98,12 @@ class TrainConfig:
         if self.max_texts is not None:
             _positive(self, "max_texts")
         if self.adapter_dtype not in ADAPTER_DTYPES:
-            raise ValueError(f"adapter_dtype: use one of {', '.join(ADAPTER_DTYPES)}; "
+            raise UsageError(f"adapter_dtype: use one of {', '.join(ADAPTER_DTYPES)}; "
                              f"got {self.adapter_dtype!r}")
         self.pooling = check_pooling(self.pooling)
         resume = str(self.resume).lower()
         if resume not in _RESUME and not os.path.isdir(str(self.resume)):
-            raise ValueError(f"resume: use auto, true, false or a checkpoint folder; "
+            raise UsageError(f"resume: use auto, true, false or a checkpoint folder; "
                              f"got {self.resume!r}")
         self.resume = resume if resume in _RESUME else str(self.resume)
 
@@ -154,7 +155,7 @@ class SimCSEConfig(TrainConfig):
         _matryoshka(self)
         _fraction(self, "dropout")
         if self.batch_size < 2:
-            raise ValueError("batch_size: in-batch negatives need at least 2 texts per batch")
+            raise UsageError("batch_size: in-batch negatives need at least 2 texts per batch")
 
 
 @dataclass
@@ -179,7 +180,7 @@ class SupervisedConfig(TrainConfig):
         _temperature(self)
         _matryoshka(self)
         if self.num_negatives < 0:
-            raise ValueError(f"num_negatives: must be >= 0, got {self.num_negatives}")
+            raise UsageError(f"num_negatives: must be >= 0, got {self.num_negatives}")
         if self.grad_cache_chunk_size is not None:
             _positive(self, "grad_cache_chunk_size")
 
@@ -210,19 +211,19 @@ def load_config(stage: str, source: str | os.PathLike | dict | None = None,
     Unknown keys are errors that name the key and suggest the closest valid one.
     """
     if stage not in STAGES:
-        raise ValueError(f"Unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+        raise UsageError(f"Unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     cls = STAGES[stage]
     raw = _read_source(source)
     file_stage = raw.pop("stage", stage)
     if file_stage != stage:
-        raise ValueError(f"The config {source!r} is for stage {file_stage!r}, not {stage!r}")
+        raise UsageError(f"The config {source!r} is for stage {file_stage!r}, not {stage!r}")
     raw.update(overrides or {})
     known = [f.name for f in fields(cls)]
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"Unknown config key {key!r} for stage {stage!r}.{hint}")
+            raise UsageError(f"Unknown config key {key!r} for stage {stage!r}.{hint}")
     if isinstance(source, str) and source in PRESET_NOTES:
         logger.warning(PRESET_NOTES[source])
     return cls(**raw)
@@ -234,11 +235,11 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"Override {item!r} is not key=value")
+            raise UsageError(f"Override {item!r} is not key=value")
         try:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
-            raise ValueError(f"Override {item!r}: the value is not valid YAML (quote it, or "
+            raise UsageError(f"Override {item!r}: the value is not valid YAML (quote it, or "
                              f"write lists as [a, b])") from None
     return out
 
@@ -265,12 +266,12 @@ def _read_source(source) -> dict:
         context = getattr(err, "context_mark", None)
         if context is not None and getattr(err, "context", None):
             what += f" ({err.context} at line {context.line + 1}, column {context.column + 1})"
-        raise ValueError(f"{path}: invalid YAML{where}: {what}. Fix the file: it holds one "
+        raise UsageError(f"{path}: invalid YAML{where}: {what}. Fix the file: it holds one "
                          f"'key: value' per line (lists as [a, b])") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+        raise UsageError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a config holds a mapping of 'key: value' lines, got a "
+        raise UsageError(f"{path}: a config holds a mapping of 'key: value' lines, got a "
                          f"{type(raw).__name__}")
     return raw
 
@@ -283,7 +284,7 @@ def _coerce_types(cfg: TrainConfig) -> None:
         kind = kinds[0]
         if value is None:
             if "None" not in kinds and f.name not in ("model", "data"):  # those say "required"
-                raise ValueError(f"{f.name}: expected {' or '.join(kinds)}, got null")
+                raise UsageError(f"{f.name}: expected {' or '.join(kinds)}, got null")
             continue
         if "list[str]" in kinds:  # a name or a list of names, never a number or a mapping
             items = value if isinstance(value, (list, tuple)) else [value]
@@ -292,7 +293,7 @@ def _coerce_types(cfg: TrainConfig) -> None:
             for i, item in enumerate(items):
                 if not isinstance(item, str):
                     at = f"{f.name}[{i}]" if isinstance(value, list) else f.name
-                    raise ValueError(f"{at}: expected a string (str, or a list of them for "
+                    raise UsageError(f"{at}: expected a string (str, or a list of them for "
                                      f"{f.name}), got {item!r} ({type(item).__name__})")
             setattr(cfg, f.name, value)
             continue
@@ -300,14 +301,14 @@ def _coerce_types(cfg: TrainConfig) -> None:
             if isinstance(value, (bool, int, float)):  # YAML's unquoted scalars
                 value = str(value).lower() if isinstance(value, bool) else str(value)
             if not isinstance(value, str):
-                raise ValueError(f"{f.name}: expected a string, got {value!r} "
+                raise UsageError(f"{f.name}: expected a string, got {value!r} "
                                  f"({type(value).__name__})")
             setattr(cfg, f.name, value)
             continue
         if kind not in ("int", "float", "bool"):
             continue
         if isinstance(value, (list, dict)):
-            raise ValueError(f"{f.name}: expected {kind}, got {value!r}")
+            raise UsageError(f"{f.name}: expected {kind}, got {value!r}")
         try:
             if kind == "bool" and isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -320,25 +321,25 @@ def _coerce_types(cfg: TrainConfig) -> None:
             elif kind == "float" and not isinstance(value, bool):
                 value = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{f.name}: expected {kind}, got {value!r}") from None
+            raise UsageError(f"{f.name}: expected {kind}, got {value!r}") from None
         setattr(cfg, f.name, value)
 
 
 def _positive(cfg: TrainConfig, name: str) -> None:
     value = getattr(cfg, name)
     if value < 1:
-        raise ValueError(f"{name}: must be >= 1, got {value}")
+        raise UsageError(f"{name}: must be >= 1, got {value}")
 
 
 def _fraction(cfg: TrainConfig, name: str, low_open: bool = False) -> None:
     value = getattr(cfg, name)
     if not (0 < value < 1 if low_open else 0 <= value < 1):
-        raise ValueError(f"{name}: must be in {'(0' if low_open else '[0'}, 1), got {value}")
+        raise UsageError(f"{name}: must be in {'(0' if low_open else '[0'}, 1), got {value}")
 
 
 def _temperature(cfg: TrainConfig) -> None:
     if cfg.temperature <= 0:
-        raise ValueError(f"temperature: must be > 0 (scale = 1/temperature), got {cfg.temperature}")
+        raise UsageError(f"temperature: must be > 0 (scale = 1/temperature), got {cfg.temperature}")
 
 
 def _matryoshka(cfg: TrainConfig) -> None:
@@ -349,22 +350,22 @@ def _matryoshka(cfg: TrainConfig) -> None:
     weights = [weights] if isinstance(weights, (int, float)) and not isinstance(weights, bool) \
         else weights
     if not isinstance(dims, (list, tuple)):
-        raise ValueError(f"matryoshka_dims: expected a list of integers, got {dims!r}")
+        raise UsageError(f"matryoshka_dims: expected a list of integers, got {dims!r}")
     for i, d in enumerate(dims):
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"matryoshka_dims[{i}]: expected an integer >= 1, got {d!r}")
+            raise UsageError(f"matryoshka_dims[{i}]: expected an integer >= 1, got {d!r}")
     if len(set(dims)) != len(dims):
-        raise ValueError(f"matryoshka_dims: each dimension once, got {list(dims)}")
+        raise UsageError(f"matryoshka_dims: each dimension once, got {list(dims)}")
     if not isinstance(weights, (list, tuple)):
-        raise ValueError(f"matryoshka_weights: expected a list of numbers, got {weights!r}")
+        raise UsageError(f"matryoshka_weights: expected a list of numbers, got {weights!r}")
     for i, w in enumerate(weights):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0:
-            raise ValueError(f"matryoshka_weights[{i}]: expected a number > 0, got {w!r}")
+            raise UsageError(f"matryoshka_weights[{i}]: expected a number > 0, got {w!r}")
     if weights and len(weights) != len(dims):
-        raise ValueError(f"matryoshka_weights: one weight per matryoshka_dims entry "
+        raise UsageError(f"matryoshka_weights: one weight per matryoshka_dims entry "
                          f"({len(dims)}), got {len(weights)}; or leave it empty for all 1")
     if weights and not dims:
-        raise ValueError("matryoshka_weights given without matryoshka_dims")
+        raise UsageError("matryoshka_weights given without matryoshka_dims")
     weights = [float(w) for w in weights] or [1.0] * len(dims)
     order = sorted(range(len(dims)), key=lambda i: -dims[i])
     cfg.matryoshka_dims = [dims[i] for i in order]

@@ -23,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import read_jsonl, read_lines
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -42,7 +43,7 @@ def read_records(source: str, split: str = "train") -> tuple[list[dict], str]:
         loaded = datasets.load_from_disk(source)
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
-                raise ValueError(f"{source}: no split {split!r} (has {list(loaded)})")
+                raise UsageError(f"{source}: no split {split!r} (has {list(loaded)})")
             loaded = loaded[split]
         return list(loaded), os.path.basename(os.path.normpath(source))
     if not os.path.isfile(source):
@@ -63,17 +64,17 @@ def load_texts(sources: list[str], text_field: str = "text", split: str = "train
         for n, record in enumerate(records, 1):
             field = text_field if text_field in record or not _is_plain(record) else "text"
             if field not in record:
-                raise ValueError(f"{source}: record {n} has no {text_field!r} field "
+                raise UsageError(f"{source}: record {n} has no {text_field!r} field "
                                  f"(fields: {sorted(record)}); set text_field=")
             text = record[field]
             if not isinstance(text, str):
-                raise ValueError(f"{source}: record {n} field {field!r} is not a string")
+                raise UsageError(f"{source}: record {n} field {field!r} is not a string")
             if text.strip():
                 texts.append(text.strip())
     if max_texts is not None:
         texts = texts[:max_texts]
     if not texts:
-        raise ValueError(f"No text found in {sources}: the corpus is empty")
+        raise UsageError(f"No text found in {sources}: the corpus is empty")
     return texts
 
 
@@ -104,7 +105,7 @@ def token_blocks(texts: list[str], tokenizer, block_size: int) -> list[list[int]
         ids.extend(chunk + sep)
     blocks = [ids[i: i + block_size] for i in range(0, len(ids) - block_size + 1, block_size)]
     if not blocks:
-        raise ValueError(f"The corpus has {len(ids)} tokens, fewer than one block of "
+        raise UsageError(f"The corpus has {len(ids)} tokens, fewer than one block of "
                          f"max_length={block_size}: add text or lower max_length")
     return blocks
 
@@ -130,16 +131,16 @@ def load_examples(sources: list[str], num_negatives: int, split: str = "train",
             where = f"{source}: record {n}"
             for key in ("query", "positive"):
                 if not isinstance(r.get(key), str) or not r[key].strip():
-                    raise ValueError(f"{where}: missing or empty {key!r} field")
+                    raise UsageError(f"{where}: missing or empty {key!r} field")
             negatives = r.get("negatives", [r["negative"]] if "negative" in r else [])
             if isinstance(negatives, str) or not all(isinstance(x, str) for x in negatives):
-                raise ValueError(f"{where}: 'negatives' must be a list of strings")
+                raise UsageError(f"{where}: 'negatives' must be a list of strings")
             if len(negatives) < num_negatives:
-                raise ValueError(f"{where}: {len(negatives)} negatives, num_negatives="
+                raise UsageError(f"{where}: {len(negatives)} negatives, num_negatives="
                                  f"{num_negatives} needed (lower num_negatives or add some)")
             instruction = r.get("instruction", default_instruction) or ""
             examples.append(Example(r["query"], r["positive"], list(negatives[:num_negatives]),
                                     instruction.strip(), str(r.get("dataset", name))))
     if not examples:
-        raise ValueError(f"No examples found in {sources}")
+        raise UsageError(f"No examples found in {sources}")
     return examples

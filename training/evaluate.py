@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from llm2vec_rag.errors import UsageError
+
 LEE_DOCS = "lee.cor"
 LEE_RATINGS = "similarities0-1.txt"
 DATA_ENV = "LLM2VEC_RAG_DATA"
@@ -40,7 +42,7 @@ def read_lee(data_dir: str | None = None, flag: str = "data_dir=") -> tuple[list
         docs = [line.strip() for line in f if line.strip()]
     ratings = np.loadtxt(ratings_path)
     if ratings.shape != (len(docs), len(docs)):
-        raise ValueError(f"{ratings_path} is {ratings.shape}, expected a square matrix for the "
+        raise UsageError(f"{ratings_path} is {ratings.shape}, expected a square matrix for the "
                          f"{len(docs)} documents of {docs_path}")
     return docs, ratings
 

@@ -34,6 +34,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from llm2vec_rag.errors import UsageError
+
 
 def gather(x: torch.Tensor) -> torch.Tensor:
     """All processes' rows concatenated in rank order, differentiable; ``x`` when not distributed.
@@ -85,7 +87,7 @@ def matryoshka(loss_on: Callable[..., torch.Tensor], dims: list[int],
     def loss(*embeddings: torch.Tensor | None, **kwargs) -> torch.Tensor:
         size = next(e for e in embeddings if e is not None).shape[-1]
         if max(dims) > size:
-            raise ValueError(f"matryoshka_dims {dims} go beyond the embedding size {size}: "
+            raise UsageError(f"matryoshka_dims {dims} go beyond the embedding size {size}: "
                              f"use dims <= {size}")
         return sum(w * loss_on(*(None if e is None else e[..., :d] for e in embeddings),
                                **kwargs)

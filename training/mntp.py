@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
 from llm2vec_rag.bidirectional import make_bidirectional
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.loading import apply_adapters, base_names, check_bidirectional
 
 from .base import add_lora, model_source, torch_dtype, training_tokenizer
@@ -30,7 +31,7 @@ def mask_token_id(tokenizer, fallback: str = "_") -> int:
         return int(tokenizer.mask_token_id)
     ids = tokenizer(fallback, add_special_tokens=False)["input_ids"]
     if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-        raise ValueError(f"The tokenizer has no mask token and {fallback!r} is not a single "
+        raise UsageError(f"The tokenizer has no mask token and {fallback!r} is not a single "
                          "known token: set mask_token=<a single token of its vocabulary>")
     return int(ids[0])
 
@@ -98,7 +99,7 @@ def train_mntp(config: MNTPConfig | dict | str, callbacks: list[TrainerCallback]
     blocks = token_blocks(texts, tokenizer, cfg.max_length)
     logger.info("MNTP on %d blocks of %d tokens", len(blocks), cfg.max_length)
     if len(blocks) < cfg.batch_size:
-        raise ValueError(f"The corpus gives {len(blocks)} blocks of {cfg.max_length} tokens, "
+        raise UsageError(f"The corpus gives {len(blocks)} blocks of {cfg.max_length} tokens, "
                          f"fewer than one batch (batch_size={cfg.batch_size})")
     model, head, softcap = load_mntp_model(cfg)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import read_jsonl
 
 INSTRUCTION_CHOICES = ("single", "mined")
@@ -22,7 +23,7 @@ def select_pairs(source: str | os.PathLike, dest: str | os.PathLike,
     """Write the selected pairs of ``source`` to ``dest``; returns how many were kept and
     dropped."""
     if instructions not in INSTRUCTION_CHOICES:
-        raise ValueError(f"instructions must be one of {INSTRUCTION_CHOICES}, got "
+        raise UsageError(f"instructions must be one of {INSTRUCTION_CHOICES}, got "
                          f"{instructions!r}")
     kept = dropped = 0
     with open(dest, "w", encoding="utf-8") as out:

@@ -32,6 +32,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import read_jsonl
 
 from .data import split_sentences
@@ -81,7 +82,7 @@ def read_capped(f, path: str) -> bytes:
     for block in iter(lambda: f.read(_BLOCK), b""):
         total += len(block)
         if total > cap:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: holds (or decompresses to) more than {cap // 2**20} MiB of text; "
                 f"a compressed file that inflates this much is likely a compression bomb. Split "
                 f"it into smaller files, or raise {MAX_SOURCE_ENV} if it is genuine.")
@@ -99,7 +100,7 @@ def read_text(path: str) -> str:
     except (OSError, EOFError) as err:
         if opener is open:
             raise
-        raise ValueError(f"{path}: cannot decompress ({err})") from None
+        raise UsageError(f"{path}: cannot decompress ({err})") from None
     text = data.decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads lines
 
@@ -130,7 +131,7 @@ def extract(path: str) -> list[Pair]:
     """All pairs of one file (see the module docstring for the formats)."""
     kind = format_of(path)
     if kind is None:
-        raise ValueError(f"{path}: not a format pairs are mined from (Markdown .md, "
+        raise UsageError(f"{path}: not a format pairs are mined from (Markdown .md, "
                          "reStructuredText .rst, MediaWiki .xml[.bz2], .jsonl, dictd .index, "
                          "man pages NAME.N[.gz], Q:/A: .txt, one document a line .cor)")
     return list(EXTRACTORS[kind](path))
@@ -257,9 +258,9 @@ def wiki_pairs(path: str, min_words: int = 8) -> Iterator[Pair]:
                     elem.clear()
     except ET.ParseError as err:
         line = err.position[0] if err.position else "?"
-        raise ValueError(f"{path}:{line}: not valid XML ({err})") from None
+        raise UsageError(f"{path}:{line}: not valid XML ({err})") from None
     except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: cannot read ({err})") from None
+        raise UsageError(f"{path}: cannot read ({err})") from None
 
 
 def _article_pairs(path: str, title: str, text: str, min_words: int) -> Iterator[Pair]:
@@ -288,15 +289,15 @@ def jsonl_pairs(path: str) -> Iterator[Pair]:
                                     ("question", "answer", "qa", "faq")):
             if q in record and p in record:
                 if not all(isinstance(record[k], str) for k in (q, p)):
-                    raise ValueError(f"{path}:{n}: fields {q!r} and {p!r} must be strings")
+                    raise UsageError(f"{path}:{n}: fields {q!r} and {p!r} must be strings")
                 yield Pair(squash(record[q]), squash(record[p]), kind, dataset, f"{path}:{n}")
                 break
         else:
             if "text" not in record or "question" in record or "answer" in record:
-                raise ValueError(f"{path}:{n}: needs 'title' and 'text', 'question' and "
+                raise UsageError(f"{path}:{n}: needs 'title' and 'text', 'question' and "
                                  f"'answer', or only 'text' fields (has {sorted(record)})")
             if not isinstance(record["text"], str):
-                raise ValueError(f"{path}:{n}: field 'text' must be a string")
+                raise UsageError(f"{path}:{n}: field 'text' must be a string")
             yield from _halves(record["text"], f"{path}:{n}")
 
 
@@ -339,14 +340,14 @@ def dictd_pairs(path: str) -> Iterator[Pair]:
     stem = path[: -len(".index")]
     dict_path = next((p for p in (stem + ".dict.dz", stem + ".dict") if os.path.isfile(p)), None)
     if dict_path is None:
-        raise ValueError(f"{path}: no {os.path.basename(stem)}.dict or .dict.dz beside it "
+        raise UsageError(f"{path}: no {os.path.basename(stem)}.dict or .dict.dz beside it "
                          "(a dictd database is NAME.index + NAME.dict[.dz])")
     try:
         opener = gzip.open if dict_path.endswith(".dz") else open  # dictzip is gzip
         with opener(dict_path, "rb") as f:
             data = read_capped(f, dict_path)
     except (OSError, EOFError) as err:
-        raise ValueError(f"{dict_path}: cannot read ({err})") from None
+        raise UsageError(f"{dict_path}: cannot read ({err})") from None
     entries: dict[str, list[tuple[str, str, int]]] = {}  # lower headword -> entries
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
@@ -359,10 +360,10 @@ def dictd_pairs(path: str) -> Iterator[Pair]:
                     raise KeyError
                 offset, length = _b64_number(cols[1]), _b64_number(cols[2])
             except KeyError:
-                raise ValueError(f"{path}:{n}: expected headword<TAB>offset<TAB>length "
+                raise UsageError(f"{path}:{n}: expected headword<TAB>offset<TAB>length "
                                  f"(base64 numbers), got {line[:80]!r}") from None
             if offset + length > len(data):
-                raise ValueError(f"{path}:{n}: entry {cols[0]!r} ends at byte {offset + length},"
+                raise UsageError(f"{path}:{n}: entry {cols[0]!r} ends at byte {offset + length},"
                                  f" past the end of {dict_path} ({len(data)} bytes): index and "
                                  "dictionary do not match")
             headword = cols[0]

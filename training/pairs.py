@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import same_file
 
 from .pair_sources import INSTRUCTIONS, SYMMETRIC, Pair, extract, format_of
@@ -202,7 +203,7 @@ def build_pairs(sources: Sequence[str], output: str, encoder: object | Callable 
     for src, paths in files.items():
         for path in paths:
             if same_file(path, output):
-                raise ValueError(f"pairs: the output {output} is one of the inputs ({path}, "
+                raise UsageError(f"pairs: the output {output} is one of the inputs ({path}, "
                                  f"from {src}); writing there would destroy it. Choose "
                                  "another output file (-o).")
     pairs: list[Pair] = []
@@ -226,7 +227,7 @@ def build_pairs(sources: Sequence[str], output: str, encoder: object | Callable 
     needs_encoder = s.num_negatives > 0 or s.consistency_k > 0
     if needs_encoder and pairs:
         if encoder is None:
-            raise ValueError("Mining hard negatives or the consistency filter needs an encoder: "
+            raise UsageError("Mining hard negatives or the consistency filter needs an encoder: "
                              "pass one, or num_negatives=0 and consistency_k=0")
         enc = encoder() if callable(encoder) and not hasattr(encoder, "encode") else encoder
         mined = mine(pairs, enc, s, dropped)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import read_jsonl
 
 K_VALUES = (10, 100)
@@ -43,12 +44,12 @@ def read_beir(folder: str | os.PathLike, split: str = "test"):
             if n == 1 and row and not row[-1].strip().lstrip("-").isdigit():
                 continue  # header
             if len(row) < 3:
-                raise ValueError(f"{paths['qrels']}:{n}: expected query-id, corpus-id, score "
+                raise UsageError(f"{paths['qrels']}:{n}: expected query-id, corpus-id, score "
                                  f"separated by tabs, got {row!r}")
             qid, did, score = row[0], row[1], int(row[-1])
             if qid not in queries or did not in corpus:
                 what, which = ("query", qid) if qid not in queries else ("document", did)
-                raise ValueError(f"{paths['qrels']}:{n}: {what} id {which!r} is not in the "
+                raise UsageError(f"{paths['qrels']}:{n}: {what} id {which!r} is not in the "
                                  f"folder's {what} file")
             qrels.setdefault(qid, {})[did] = score
     return corpus, queries, qrels
@@ -57,7 +58,7 @@ def read_beir(folder: str | os.PathLike, split: str = "test"):
 def _jsonl(path: str):
     for n, rec in read_jsonl(path, shape='{"_id": ...}'):
         if "_id" not in rec:
-            raise ValueError(f'{path}:{n}: no "_id" field (BEIR files give every record one)')
+            raise UsageError(f'{path}:{n}: no "_id" field (BEIR files give every record one)')
         yield str(rec["_id"]), rec
 
 

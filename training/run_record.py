@@ -22,6 +22,8 @@ import os
 
 from transformers import TrainerCallback
 
+from llm2vec_rag.errors import UsageError
+
 from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ NOT_DEFINING = frozenset({
     "dataloader_num_workers", "max_steps", "adapter_dtype", "gradient_checkpointing"})
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(UsageError):
     """The checkpoint in output_dir was written by a run with other settings."""
 
 

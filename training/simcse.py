@@ -13,6 +13,7 @@ import logging
 import torch
 from transformers import TrainerCallback
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.model import EncoderModule
 from llm2vec_rag.preprocess import Preprocessor
 
@@ -59,7 +60,7 @@ def simcse_texts(cfg: SimCSEConfig) -> list[str]:
     if cfg.max_texts is not None:
         texts = texts[: cfg.max_texts]
     if len(texts) < cfg.batch_size:
-        raise ValueError(f"SimCSE needs at least batch_size={cfg.batch_size} texts of "
+        raise UsageError(f"SimCSE needs at least batch_size={cfg.batch_size} texts of "
                          f">= {cfg.min_words} words, the corpus gives {len(texts)}")
     return texts
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from llm2vec_rag.config import CONFIG_NAME, EncoderConfig
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.loading import adapter_base, check_adapter_source, quiet_peft_warnings
 
 if TYPE_CHECKING:
@@ -81,14 +82,14 @@ def check_ingredients(adapters: Sequence[str], weights: Sequence[float] | None,
     ``output_dir`` that is an ingredient, or holds an adapter and ``overwrite`` is off)."""
     adapters = [str(a) for a in adapters]
     if not adapters:
-        raise ValueError("soup: name at least one adapter folder")
+        raise UsageError("soup: name at least one adapter folder")
     weights = [1.0 / len(adapters)] * len(adapters) if weights is None else list(weights)
     if len(weights) != len(adapters):
-        raise ValueError(f"soup: {len(weights)} weights for {len(adapters)} adapters; give one "
+        raise UsageError(f"soup: {len(weights)} weights for {len(adapters)} adapters; give one "
                          "weight per adapter, in the same order (or none for equal weights)")
     for i, (adapter, weight) in enumerate(zip(adapters, weights), 1):
         if not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise ValueError(f"soup: weight {i} ({weight!r}, for {adapter}) is not a finite "
+            raise UsageError(f"soup: weight {i} ({weight!r}, for {adapter}) is not a finite "
                              "number; give each adapter a real weight such as 0.5")
     if output_dir is not None:
         check_output(str(output_dir), adapters, overwrite)
@@ -97,7 +98,7 @@ def check_ingredients(adapters: Sequence[str], weights: Sequence[float] | None,
     settings = _common_settings(adapters)
     bases = {adapter_base(a) for a in adapters}
     if len(bases) > 1:
-        raise ValueError(f"soup: the adapters were trained on different base models "
+        raise UsageError(f"soup: the adapters were trained on different base models "
                          f"({', '.join(sorted(map(str, bases)))}); a soup only adds weight "
                          "changes of one model. Soup adapters trained from the same model.")
     return adapters, [float(w) for w in weights], settings, bases.pop()
@@ -108,12 +109,12 @@ def check_output(output_dir: str, adapters: Sequence[str], overwrite: bool) -> N
     for adapter in adapters:
         if os.path.isdir(adapter) and os.path.isdir(output_dir) \
                 and os.path.samefile(adapter, output_dir):
-            raise ValueError(f"soup: the output folder {output_dir} is the ingredient "
+            raise UsageError(f"soup: the output folder {output_dir} is the ingredient "
                              f"{adapter}; writing there would replace it. Choose another "
                              "output folder (-o).")
     existing = os.path.join(output_dir, "adapter_config.json")
     if os.path.isfile(existing) and not overwrite:
-        raise ValueError(f"soup: {output_dir} already holds an adapter ({existing}); choose "
+        raise UsageError(f"soup: {output_dir} already holds an adapter ({existing}); choose "
                          "another output folder (-o), or pass --overwrite (overwrite=True) "
                          "to replace it")
 
@@ -125,7 +126,7 @@ def _common_settings(adapters: list[str]) -> dict:
         if other != settings[0]:
             differ = sorted(k for k in {*settings[0], *other}
                             if settings[0].get(k) != other.get(k))
-            raise ValueError(f"soup: {adapter}/{CONFIG_NAME} and {adapters[0]}/{CONFIG_NAME} "
+            raise UsageError(f"soup: {adapter}/{CONFIG_NAME} and {adapters[0]}/{CONFIG_NAME} "
                              f"disagree on {', '.join(differ)}; make them the same (the soup "
                              "is encoded one way)")
     return settings[0]

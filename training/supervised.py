@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.preprocess import Preprocessor
 
 from .base import add_lora, load_base_encoder, training_tokenizer
@@ -47,7 +48,7 @@ class OneDatasetPerBatchSampler(Sampler[int]):
         self.epoch = 0
         if len(self) == 0:
             sizes = {k: len(v) for k, v in self.groups.items()}
-            raise ValueError(f"No dataset has a full batch of {batch_size} examples "
+            raise UsageError(f"No dataset has a full batch of {batch_size} examples "
                              f"(examples per dataset: {sizes}); lower batch_size")
 
     def set_epoch(self, epoch: int) -> None:

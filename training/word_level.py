@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from llm2vec_rag.errors import UsageError
 from llm2vec_rag.late_chunking import span_tokens
 
 from .wordnet import (
@@ -55,9 +56,9 @@ def word_level_probe(encoder, task: str = "pos", wordnet_dir: str | None = None,
     ``wordnet.default_wordnet_dir()``).
     """
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise UsageError(f"task must be one of {TASKS}, got {task!r}")
     if train_size < 8 or test_size < 4:
-        raise ValueError(f"train_size >= 8 and test_size >= 4 needed, got {train_size}, "
+        raise UsageError(f"train_size >= 8 and test_size >= 4 needed, got {train_size}, "
                          f"{test_size}")
     train_words, test_words = split_by_lemma(read_wordnet_examples(wordnet_dir), test_fraction)
     if task == "pos":
@@ -157,6 +158,6 @@ def _check_sizes(task: str, train: list, test: list, label) -> None:
     for side, items in (("train", train), ("test", test)):
         classes = {label(x) for x in items}
         if len(classes) < 2 or len(items) < 4:
-            raise ValueError(f"word-level task {task!r}: the {side} side holds {len(items)} "
+            raise UsageError(f"word-level task {task!r}: the {side} side holds {len(items)} "
                              f"items of {len(classes)} class(es); the WordNet data is too small "
                              f"(check the folder, or lower the sizes)")

@@ -29,6 +29,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+from llm2vec_rag.errors import UsageError
+
 WORDNET_ENV = "LLM2VEC_RAG_WORDNET"
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = {"noun": "noun", "verb": "verb", "adj": "adj", "adv": "adv"}
@@ -113,7 +115,7 @@ def parse_data_line(line: str, inflections: dict[str, list[str]] | None = None,
     head, bar, gloss = line.partition(" | ")
     fields = head.split()
     if not bar or len(fields) < 6 or fields[2] not in _SS_TYPE:
-        raise ValueError(f"{where}: not a WordNet synset line (offset lex_filenum ss_type "
+        raise UsageError(f"{where}: not a WordNet synset line (offset lex_filenum ss_type "
                          f"w_cnt words... | gloss): {line[:80]!r}")
     pos = _SS_TYPE[fields[2]]
     count = int(fields[3], 16)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from ..batcher import Batcher, Closed, InputTooLong, Overloaded, Result, WorkerCrashed
+from ..errors import UsageError
 from ..protocol import Encoder
 from .errors import APIError, from_validation, install_handlers
 from .late import late_chunk
@@ -93,7 +94,7 @@ class State:
 def check_budget(max_batch_tokens: int, max_length: int) -> None:
     """TEI's rule: a batch must hold at least one text of the model's ``max_length``."""
     if max_batch_tokens < max_length:
-        raise ValueError(f"--max-batch-tokens {max_batch_tokens} is smaller than the model's "
+        raise UsageError(f"--max-batch-tokens {max_batch_tokens} is smaller than the model's "
                          f"max_length {max_length}: one full-length text would not fit a "
                          f"batch; use at least {max_length}")
 

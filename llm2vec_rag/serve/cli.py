@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+from ..errors import SetupError, UsageError
+
 API_KEY_ENV = "LLM2VEC_RAG_API_KEY"
 
 
@@ -51,11 +53,11 @@ def api_key_from_env(environ: dict[str, str] | None = None) -> str | None:
     raw = environ[API_KEY_ENV]
     key = raw.strip()
     if not key:
-        raise ValueError(f"{API_KEY_ENV} is set but empty: set it to the key clients must "
+        raise UsageError(f"{API_KEY_ENV} is set but empty: set it to the key clients must "
                          f"send, or unset it (unset {API_KEY_ENV}) to serve without "
                          f"authentication")
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise ValueError(f"{API_KEY_ENV} contains control characters, which no HTTP client "
+        raise UsageError(f"{API_KEY_ENV} contains control characters, which no HTTP client "
                          f"can send in a header: use printable characters only")
     if key != raw:
         print(f"llm2vec-rag serve: warning: {API_KEY_ENV} had {len(raw) - len(key)} "
@@ -69,18 +71,18 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("max_batch_tokens", "max_client_batch", "max_queue", "max_chars",
                  "max_body_bytes"):
         if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got "
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got "
                              f"{getattr(args, flag)}")
     if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     for flag in ("max_wait_ms", "graceful_timeout"):
         value = getattr(args, flag)
         if not value >= 0:  # also NaN
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
     for flag in ("headers_timeout", "body_timeout"):
         value = getattr(args, flag)
         if not value > 0:
-            raise ValueError(f"--{flag.replace('_', '-')} must be > 0 seconds, got {value}")
+            raise UsageError(f"--{flag.replace('_', '-')} must be > 0 seconds, got {value}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -91,8 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from .app import ServeSettings, create_app
     except ModuleNotFoundError as err:
-        raise RuntimeError(f"serve needs the [serve] extra ({err.name} is missing): "
-                           f"pip install 'llm2vec-rag[serve]'") from None
+        raise SetupError(f"serve needs the [serve] extra ({err.name} is missing): "
+                         f"pip install 'llm2vec-rag[serve]'") from None
     from ..flags import spec_from_args
     from .deadlines import protocol_with
 
@@ -137,7 +139,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 130
     stop_batcher(app.state.llm2vec.batcher)
     if failed:
-        raise RuntimeError(f"the model failed to load: {failed[0]}")
+        err = failed[0]
+        if isinstance(err, (UsageError, SetupError, OSError)):  # bad model, no device: one line
+            raise SetupError(f"the model failed to load: {err}") from err
+        raise err  # a bug keeps its traceback
     return 0
 
 
