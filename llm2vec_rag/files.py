@@ -2,8 +2,8 @@
 
 A truncated download, an interrupted copy or a hand-edited config otherwise surfaces as a
 parser's message without the file's name (``SafetensorError: incomplete metadata``,
-``Expecting value: line 2 column 1``); these helpers turn it into one ``ValueError`` that
-says which file is broken, where, and how to get a good one.
+``Expecting value: line 2 column 1``); these helpers turn it into one ``UsageError`` (a
+``ValueError``) that says which file is broken, where, and how to get a good one.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def corrupt_safetensors(paths: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def safetensors_error(where: str, err: Exception) -> ValueError:
+def safetensors_error(where: str, err: Exception) -> UsageError:
     """The error for a weights file safetensors rejected: which file (when ``where`` is a
     local folder or file), why, and what to do."""
     paths = ([where] if os.path.isfile(where)
@@ -101,6 +101,16 @@ def safetensors_error(where: str, err: Exception) -> ValueError:
     path, reason = bad if bad else (where, str(err))
     return UsageError(f"{path}: not a readable safetensors file, it is truncated or corrupt "
                       f"({reason}). {REDOWNLOAD}.")
+
+
+def unreadable_model(where: str, part: str, reason: object) -> UsageError:
+    """The error for a model transformers rejects while reading it (a config.json without
+    ``model_type``, a file that is not GGUF, weights of other shapes than the config's):
+    the model's name, which part, why, and what to do."""
+    return UsageError(f"{where}: transformers cannot read this model's {part}: "
+                      f"{str(reason).rstrip('.')}. Pass a decoder-only model (a folder, hub "
+                      f"id or .gguf file) whose files belong together; if it is damaged: "
+                      f"{REDOWNLOAD}.")
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

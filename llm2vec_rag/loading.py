@@ -24,7 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from .bidirectional import is_bidirectional, make_bidirectional
 from .errors import SetupError, UsageError
-from .files import read_json_object, safetensors_error
+from .files import read_json_object, safetensors_error, unreadable_model
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +176,12 @@ def load_model(
     **hub_kwargs,
 ) -> PreTrainedModel:
     """The bare decoder (no LM head) returning ``last_hidden_state``, non-causal when asked."""
-    config = AutoConfig.from_pretrained(name_or_path, gguf_file=gguf_file,
-                                        trust_remote_code=trust_remote_code, **hub_kwargs)
+    where = os.path.join(name_or_path, gguf_file) if gguf_file else name_or_path
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, gguf_file=gguf_file,
+                                            trust_remote_code=trust_remote_code, **hub_kwargs)
+    except ValueError as err:  # transformers' word for a config (or GGUF header) it can't use
+        raise unreadable_model(where, "config", err) from err
     if enable_bidirectional:
         make_bidirectional(config)
     else:
@@ -196,6 +200,11 @@ def load_model(
                                                     **kwargs)
         except SafetensorError as err:
             raise safetensors_error(name_or_path, err) from None
+        except RuntimeError as err:
+            if "mismatched" not in str(err):  # not transformers' "weights of other shapes"
+                raise
+            raise unreadable_model(where, "weights", "some tensors have other shapes than its "
+                                   "config.json says") from err
     if model.config.is_encoder_decoder:
         raise UsageError(f"{name_or_path!r} is not a decoder-only language model.")
     missing = info.get("missing_keys") or []

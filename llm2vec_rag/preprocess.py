@@ -9,12 +9,14 @@ LLM2Vec models were trained on); its last ``len(tokenize(text))`` content tokens
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import UsageError
+from .files import unreadable_model
 
 
 @dataclass
@@ -46,7 +48,11 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
     """The model's tokenizer, with a pad token (pad positions are masked; any id will do)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, **kwargs)
+    except ValueError as err:  # transformers' word for tokenizer files (or GGUF) it can't use
+        where = os.path.join(name_or_path, gguf_file) if gguf_file else name_or_path
+        raise unreadable_model(where, "tokenizer", err) from err
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
