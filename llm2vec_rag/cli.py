@@ -5,7 +5,9 @@
 (``llm2vec_rag.integrations.cli``: index/search, ``llm2vec_rag.export.cli``: export,
 ``llm2vec_rag.training.cli``: train, ``llm2vec_rag.serve.cli``: serve), so each command sits
 beside the code it drives. The flags they share, and the one mapping from flags to an
-``EncoderSpec``, are in ``llm2vec_rag.flags``.
+``EncoderSpec``, are in ``llm2vec_rag.flags``. A command reports bad input with ``UsageError``
+and an environment problem with ``SetupError`` (``llm2vec_rag.errors``), which ``main`` prints
+in one line; any other exception keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from .errors import SetupError, UsageError
 from .files import read_jsonl, read_lines, same_file
 from .flags import (  # noqa: F401 - model_flags, use_default_model: public here too
     POOLING_CHOICES,
@@ -49,9 +52,9 @@ def read_texts(path: str, field: str = "text") -> Iterator[str]:
         return
     for n, record in read_jsonl(path, shape=f'{{"{field}": ...}}'):
         if field not in record:
-            raise ValueError(f"{path}:{n}: no {field!r} field (use --field to pick one)")
+            raise UsageError(f"{path}:{n}: no {field!r} field (use --field to pick one)")
         if not isinstance(record[field], str):
-            raise ValueError(f"{path}:{n}: {field!r} is {type(record[field]).__name__}, not a "
+            raise UsageError(f"{path}:{n}: {field!r} is {type(record[field]).__name__}, not a "
                              f"string")
         yield record[field]
 
@@ -66,7 +69,7 @@ def output_format(path: str | None) -> str:
         return ".jsonl"
     ext = os.path.splitext(path)[1].lower()
     if ext not in OUTPUT_FORMATS:
-        raise ValueError(f"-o {path}: cannot write {ext or 'a file without an extension'} "
+        raise UsageError(f"-o {path}: cannot write {ext or 'a file without an extension'} "
                          "files; use " + ", ".join(f"{e} ({d})" for e, d in
                                                    OUTPUT_FORMATS.items()))
     return ext
@@ -79,7 +82,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if args.output == "-":
         args.output = None
     if args.output and args.input != "-" and same_file(args.input, args.output):
-        raise ValueError(f"-o {args.output} is the input file {args.input}: writing the vectors "
+        raise UsageError(f"-o {args.output} is the input file {args.input}: writing the vectors "
                          "there would destroy the texts. Choose another output file.")
     texts = list(read_texts(args.input, args.field))
     encoder = spec_from_args(args).load()
@@ -165,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. Bad input and environment problems (``ValueError``: a flag or a
-    record; ``OSError``: files, network; ``RuntimeError``: a missing extra or device) end
-    with one line and exit code 2, as argparse's own usage errors do; anything else (a
-    ``TypeError`` or ``KeyError`` is a bug) shows its traceback. ``LLM2VEC_RAG_DEBUG=1``
-    shows the traceback of every error."""
+    """Run one command. The errors raised on purpose for bad input or environment
+    (``UsageError``: a flag, a config key, a record; ``SetupError``: a missing extra, no
+    device, a locked store; ``OSError``: files, network) end with one line and exit code 2,
+    as argparse's own usage errors do. Anything else is a bug and keeps its traceback (exit
+    code 1), a ``ValueError`` or ``RuntimeError`` from numpy or torch included.
+    ``LLM2VEC_RAG_DEBUG=1`` shows the traceback of every error."""
     from .allocator import tune_from_env
 
     args = build_parser().parse_args(argv)
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         use_default_model(args)
         return int(args.func(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:
+    except (UsageError, SetupError, OSError) as err:
         if os.environ.get("LLM2VEC_RAG_DEBUG"):
             raise
         print(f"llm2vec-rag {args.command}: error: {err}", file=sys.stderr)
