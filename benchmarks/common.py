@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 import re
 import time
@@ -11,6 +12,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data", "gensim")
 # Model folders and corpora the encode benchmarks write once and reuse (out/ is not tracked).
 WORKDIR = os.path.join(ROOT, "out", "bench-encode")
+
+
+def machine_line() -> str:
+    """The CPU, its core count and its native bf16 support, for a table's machine line."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return (f"{name}, {os.cpu_count()} cores, "
+            f"{'bf16: ' + ' '.join(bf16) if bf16 else 'no native bf16'}")
 
 
 def smollm2_gguf() -> str:
