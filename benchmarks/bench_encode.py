@@ -14,6 +14,14 @@ this machine's fp32 matrix-multiply peak measured in the same run (2 x non-embed
 parameters per real token; attention score FLOPs are not counted). ``--profile`` prints
 where our encoder's time goes instead, for each of ``--variants`` (torch.profiler, top
 operators).
+
+``--dtypes float32,bfloat16`` runs both implementations at each weight dtype (ours:
+``dtype=``; the reference: ``torch_dtype=`` in its own ``LLM2Vec.from_pretrained``), all
+workers interleaved in the same rounds, each of ours compared with the reference at the same
+dtype:
+
+    .venv/bin/python benchmarks/bench_encode.py --corpus mixed --texts 200 --rounds 3 \
+        --variants default --dtypes float32,bfloat16
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,11 +45,14 @@ from common import (  # noqa: E402
     WORKDIR,
     corpus,
     linear_ceiling_tokens_s,
+    machine_line,
     matmul_peak_gflops,
     smollm2_gguf,
 )
 
 REF = "llm2vec 0.2.3 (reference)"
+# Weight dtypes both sides take (the reference has no autocast choice).
+DTYPES = ("float32", "bfloat16", "float16")
 # Our variants: (label, encode options). "rows only" is the pre-budget behaviour.
 OURS = {"default": ("llm2vec-rag (default: token budget)", {}),
         "rows": ("llm2vec-rag, batches of 32 rows only (before)",
@@ -57,23 +67,27 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int, options: d
     with open(corpus_path, encoding="utf-8") as f:
         texts = json.load(f)
     batch_size = options.pop("batch_size", batch_size)
+    dtype = options.pop("dtype", "float32")
     if kind == "ours":
         from llm2vec_rag import LLM2Vec
 
         load = {k: options.pop(k) for k in ("compile", "attn_implementation") if k in options}
-        model = LLM2Vec.from_pretrained(folder, device="cpu", dtype="float32", **load)
+        model = LLM2Vec.from_pretrained(folder, device="cpu", dtype=dtype, **load)
 
         def run() -> np.ndarray:
             return model.encode(texts, batch_size=batch_size, show_progress=False, **options)
     else:
+        import torch
         from llm2vec import LLM2Vec as RefLLM2Vec
-        from ref_encode import load_plain
 
-        # doc_max_length: the reference's own default (400) cuts every text over 400 tokens
-        # by words before it tokenizes, so it would encode fewer tokens than it is credited
-        # with here; at 512 both sides encode the same tokens (the parity tests' setting).
-        ref = RefLLM2Vec(*load_plain(folder), pooling_mode="mean", max_length=512,
-                         doc_max_length=512)
+        # The reference loads as its users load it, through its own from_pretrained, which
+        # passes torch_dtype on to transformers; doc_max_length: its default (400) cuts every
+        # text over 400 tokens by words before it tokenizes, so it would encode fewer tokens
+        # than it is credited with here; at 512 both sides encode the same tokens (the parity
+        # tests' setting).
+        ref = RefLLM2Vec.from_pretrained(reference_folder(folder), pooling_mode="mean",
+                                         max_length=512, doc_max_length=512,
+                                         torch_dtype=getattr(torch, dtype))
         pairs = [["", t] for t in texts]
 
         def run() -> np.ndarray:
@@ -96,6 +110,26 @@ def worker(kind: str, folder: str, corpus_path: str, batch_size: int, options: d
         start = time.perf_counter()
         vectors = run()
         print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+
+
+def reference_folder(plain: str) -> str:
+    """A transformers model folder of the plain weights, written once by the reference's own
+    transformers (4.44), so that its ``LLM2Vec.from_pretrained`` loads it (with
+    ``torch_dtype``). Runs in the reference environment."""
+    import shutil
+
+    from ref_encode import load_plain
+
+    folder = plain + "-hf"
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        model, tokenizer = load_plain(plain)
+        tmp = folder + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)  # a partial copy from an interrupted run
+        os.replace(tmp, folder)
+    return folder
 
 
 # ---------------------------------------------------------------- driver
@@ -186,6 +220,8 @@ def main() -> None:
     p.add_argument("--variants", default="default,rows",
                    help=f"our variants to run, of {sorted(OURS)}, or JSON {{label: options}}")
     p.add_argument("--no-ref", action="store_true", help="only our variants")
+    p.add_argument("--dtypes", default="float32",
+                   help=f"weight dtypes to run both sides at, comma-separated, of {DTYPES}")
     p.add_argument("--profile", action="store_true", help="profile ours (each variant), no timing")
     p.add_argument("--workdir", default=WORKDIR, help="model folders (reused)")
     p.add_argument("--json-out", default=None)
@@ -202,6 +238,10 @@ def main() -> None:
     from llm2vec_rag import LLM2Vec
     from llm2vec_rag.similarity import similarity_pairwise
 
+    for d in args.dtypes.split(","):
+        if d not in DTYPES:
+            raise SystemExit(f"--dtypes: {d!r} is not a weight dtype both implementations take; "
+                             f"use some of {', '.join(DTYPES)}")
     warnings.simplefilter("ignore")
     os.makedirs(args.workdir, exist_ok=True)
     folder, plain = prepare(args.workdir)
@@ -222,52 +262,85 @@ def main() -> None:
     ceiling = linear_ceiling_tokens_s(ours.model)  # again after the runs: the best counts
 
     peak = matmul_peak_gflops()
-    workers = {name: Worker(sys.executable, "ours", folder, corpus_path, args.batch_size, opts)
-               for name, opts in variants.items()}
-    if not args.no_ref:
-        workers[REF] = Worker(args.ref_python, "ref", plain, corpus_path, args.batch_size)
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    # label -> (dtype, our variant or REF); labels carry the dtype unless only float32 runs
+    entries: dict[str, tuple[str, str]] = {}
+    for d in dtypes:
+        for name in [*variants, *([] if args.no_ref else [REF])]:
+            entries[name if dtypes == ["float32"] else f"{name}, {d}"] = (d, name)
+    workers = {}
+    for label, (d, name) in entries.items():
+        if name == REF:
+            workers[label] = Worker(args.ref_python, "ref", plain, corpus_path, args.batch_size,
+                                    {"dtype": d})
+        else:
+            workers[label] = Worker(sys.executable, "ours", folder, corpus_path,
+                                    args.batch_size, {**variants[name], "dtype": d})
     times: dict[str, list[float]] = {name: [] for name in workers}
     names = list(workers)
     for r in range(args.rounds):  # interleaved, rotating order: drift hits all alike
         for name in names[r % len(names):] + names[: r % len(names)]:
             times[name].append(workers[name].run())
-    agreement = None
-    if REF in workers:  # same texts, same tokens: the vectors must agree
-        ref_vectors = workers[REF].vectors(os.path.join(args.workdir, "ref-vectors.npy"))
-        agreement = {name: float(similarity_pairwise(workers[name].vectors(
-            os.path.join(args.workdir, "ours-vectors.npy")), ref_vectors).min())
-            for name in variants}
+    vectors = {label: w.vectors(os.path.join(args.workdir, "vectors.npy"))
+               for label, w in workers.items()}
     for w in workers.values():
         w.close()
     peak = max(peak, matmul_peak_gflops())
+    ref_of = {d: label for label, (d, name) in entries.items() if name == REF}
+    # Same texts, same tokens: ours must agree with the reference at the same dtype; and
+    # each side at a lower precision with itself at float32.
+    agreement = {label: float(similarity_pairwise(vectors[label], vectors[ref_of[d]]).min())
+                 for label, (d, name) in entries.items() if name != REF and d in ref_of}
+    fp32_of = {name: label for label, (d, name) in entries.items() if d == "float32"}
+    to_fp32 = {label: float(similarity_pairwise(vectors[label], vectors[fp32_of[name]]).min())
+               for label, (d, name) in entries.items() if d != "float32" and name in fp32_of}
 
-    ref_median = statistics.median(times[REF]) if REF in times else None
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    ref_median = {d: statistics.median(times[label]) for d, label in ref_of.items()}
+    print(f"\nmachine: {machine_line()}; "
           f"fp32 matmul peak {peak:.0f} GFLOP/s (measured in this run)")
     print(f"corpus: {args.corpus}, {len(texts)} texts, {real} real tokens (mean "
           f"{real / len(texts):.0f}); batch_size {args.batch_size}; {args.rounds} interleaved "
           "rounds, medians\n")
-    print("| implementation | texts/s | real tokens/s | padded / real | GFLOP/s | % of peak "
-          "| x reference |")
+    print("| implementation | texts/s | real tokens/s | padded / real | GFLOP/s | % of fp32 peak "
+          "| x reference (same dtype) |")
     print("|---|---|---|---|---|---|---|")
     rows = {}
-    for name, ts in times.items():
+    for label, ts in times.items():
+        d, name = entries[label]
         med = statistics.median(ts)
         gflops = real * flops_per_token / med / 1e9
         padded = pads[name]["ours"] if name in pads else next(iter(pads.values()))["ref"]
-        ratio = f"{ref_median / med:.2f}x" if ref_median else "-"
-        rows[name] = {"median_s": med, "runs": ts, "padded": padded,
-                      "warmup_s": workers[name].warmup}
-        print(f"| {name} | {len(texts) / med:.1f} | {real / med:.0f} | {padded / real:.2f}"
+        ratio = f"{ref_median[d] / med:.2f}x" if d in ref_median else "-"
+        rows[label] = {"dtype": d, "implementation": name, "median_s": med, "runs": ts,
+                       "padded": padded, "warmup_s": workers[label].warmup,
+                       "tokens_per_s": real / med}
+        print(f"| {label} | {len(texts) / med:.1f} | {real / med:.0f} | {padded / real:.2f}"
               f"{' (est.)' if name == REF else ''} | {gflops:.0f} | {100 * gflops / peak:.0f}% "
               f"| {ratio} |")
+    if len(dtypes) > 1 and ref_median:
+        print("\n| dtype | " + " | ".join(f"{v}: real tokens/s" for v in variants)
+              + " | reference: real tokens/s | " + " | ".join(f"{v} x reference" for v in variants)
+              + " |\n|---|" + "---|" * (2 * len(variants) + 1))
+        for d in dtypes:
+            ours_rows = [rows[label] for label, e in entries.items()
+                         if e[0] == d and e[1] != REF]
+            ref_row = rows[ref_of[d]] if d in ref_of else None
+            cells = [f"{r['tokens_per_s']:.0f}" for r in ours_rows]
+            cells.append(f"{ref_row['tokens_per_s']:.0f}" if ref_row else "-")
+            cells += [f"{r['tokens_per_s'] / ref_row['tokens_per_s']:.2f}x" if ref_row else "-"
+                      for r in ours_rows]
+            print(f"| {d} | " + " | ".join(cells) + " |")
     ceiling = max(ceiling, linear_ceiling_tokens_s(ours.model))
     print(f"\nceiling: every real token through the model's linear layers alone (measured at "
           f"their shapes, 2048 rows; no attention, norms, padding): {ceiling:.0f} tokens/s"
-          + (f" = {ceiling * ref_median / real:.2f}x the reference" if ref_median else ""))
+          + (f" = {ceiling * ref_median['float32'] / real:.2f}x the fp32 reference"
+             if "float32" in ref_median else ""))
     if agreement:
-        print(f"\nmin cosine, ours vs the reference (same texts and tokens): "
+        print(f"\nmin cosine, ours vs the reference at the same dtype (same texts and tokens): "
               f"{json.dumps({k: round(v, 6) for k, v in agreement.items()})}")
+    if to_fp32:
+        print(f"min cosine, each implementation vs itself at float32: "
+              f"{json.dumps({k: round(v, 6) for k, v in to_fp32.items()})}")
     print(f"\nruns (s): {json.dumps({k: [round(t, 2) for t in v] for k, v in times.items()})}")
     print(f"warm-up (first call, s): "
           f"{json.dumps({k: round(w.warmup, 1) for k, w in workers.items()})}")
