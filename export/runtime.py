@@ -1,8 +1,9 @@
 """``OnnxLLM2Vec``: the ONNX Runtime encoder, with the PyTorch encoder's API and no torch.
 
-It differs from ``LLM2Vec`` only in ``forward_batch``: tokenization, the instruction mask,
-batching, order and normalisation are the shared ``BaseEncoder`` path. Pooling is inside
-the graph (exported from the same module), so the pooling mode is fixed at export time.
+It differs from ``LLM2Vec`` only in running the graph (``ExportedEncoder.run_graph``):
+tokenization, the instruction mask, batching, order and normalisation are the shared
+``BaseEncoder`` path. Pooling is inside the graph (exported from the same module), so the
+pooling mode is fixed at export time.
 """
 
 from __future__ import annotations
@@ -12,24 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
-from llm2vec_rag.config import CONFIG_NAME, EncoderConfig, check_pooling, split_prompts
-from llm2vec_rag.encoder import GPU_MAX_BATCH_TOKENS, BaseEncoder
+from llm2vec_rag.config import EncoderConfig
+from llm2vec_rag.encoder import GPU_MAX_BATCH_TOKENS
 from llm2vec_rag.errors import UsageError
-from llm2vec_rag.files import read_json_object
-from llm2vec_rag.pool import MultiProcessMixin
 from llm2vec_rag.preprocess import Batch
 from llm2vec_rag.spec import records_spec
 
+from .folder import (
+    EXPORT_INFO,  # noqa: F401 - the name this module offered before folder.py held it
+    MODEL_FILE,
+    ExportedEncoder,
+    exported_config,
+    graph_feeds,
+    read_export_info,
+)
 from .providers import open_session, provider_list, resolve_provider
 from .tokenizer import FastTokenizer
 from .trt_profile import TensorRTProfile, read_tensorrt
-from .validate import TOKENS_NAME
-
-MODEL_FILE = "model.onnx"
-EXPORT_INFO = "onnx_export.json"
 
 
-class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
+class OnnxLLM2Vec(ExportedEncoder):
     """An exported LLM2Vec model run by ONNX Runtime on CPU, CUDA or TensorRT."""
 
     def __init__(self, session, tokenizer: FastTokenizer, config: EncoderConfig, *,
@@ -77,10 +80,8 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
         available, except for int8 graphs, which are tuned for CPUs); ``device``: cpu | cuda:N.
         ``io_binding`` (default on GPU) keeps outputs on the device between runs.
         ``pooling`` may only repeat the exported mode: it is compiled into the graph."""
-        query_instruction, document_instruction, prompts = split_prompts(
-            prompts, query_instruction, document_instruction)
         folder = Path(folder).expanduser()
-        info = _read_folder(folder, file_name)
+        info = read_export_info(folder, file_name)
         variant = info.get("variant", "fp32")
         provider, device_id = resolve_provider(provider, device,
                                                prefer_gpu=not variant.startswith("int8"))
@@ -89,19 +90,9 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
             trt_options, profile = read_tensorrt(folder)
         session = open_session(folder / file_name,
                                provider_list(provider, device_id, trt_options), threads)
-
-        settings = EncoderConfig.read_dict(folder)
-        exported = info.get("pooling", settings.get("pooling"))
-        if pooling is not None and exported is not None and check_pooling(pooling) != exported:
-            raise UsageError(
-                f"This graph was exported with {exported!r} pooling, which is compiled into "
-                f"it; {pooling!r} needs a new export (llm2vec-rag export onnx --pooling ...).")
-        given = dict(max_length=max_length, query_instruction=query_instruction,
-                     document_instruction=document_instruction)
-        settings.update({k: v for k, v in given.items() if v is not None})
-        if prompts:
-            settings["prompts"] = {**settings.get("prompts", {}), **prompts}
-        config = EncoderConfig(**settings)
+        config = exported_config(folder, info, pooling=pooling, max_length=max_length,
+                                 query_instruction=query_instruction,
+                                 document_instruction=document_instruction, prompts=prompts)
         if profile is not None and config.max_length > profile.max_seq:
             raise UsageError(
                 f"max_length={config.max_length} exceeds the TensorRT profile's max_seq="
@@ -115,39 +106,15 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
         return encoder
 
     def _apply_pooling(self, pooling: str) -> None:
-        exported = self.info.get("pooling") or getattr(self, "_exported_pooling", None)
-        if exported is None:  # no export info: the pooling first configured is the graph's
-            exported = self._exported_pooling = pooling
-        if pooling != exported:
-            raise UsageError(
-                f"config.pooling={pooling!r}, but this ONNX graph was exported with "
-                f"{exported!r} pooling, which is compiled into it: set it back, or export "
-                f"again (llm2vec-rag export onnx --pooling {pooling} ...)")
+        super()._apply_pooling(pooling)
         if self.profile is not None and self.config.max_length > self.profile.max_seq:
             raise UsageError(
                 f"config.max_length={self.config.max_length} exceeds the TensorRT profile's "
                 f"max_seq={self.profile.max_seq}: rebuild the engine with a larger --max-seq, "
                 f"or set max_length<={self.profile.max_seq}")
 
-    def forward_batch(self, batch: Batch) -> np.ndarray:
-        return self._forward(batch, self.output_name)
-
-    def forward_tokens(self, batch: Batch) -> np.ndarray:
-        if TOKENS_NAME not in self.output_names:
-            raise UsageError(
-                f"{self.model_path or 'this graph'} has no {TOKENS_NAME!r} output (exported "
-                f"before token outputs existed): re-export it (llm2vec-rag export onnx ... "
-                f"--overwrite) for token embeddings and late chunking")
-        hidden = self._forward(batch, TOKENS_NAME)  # [B, T', D]
-        width = batch.input_ids.shape[1]  # a TensorRT profile may have padded the sequence
-        if self.preprocessor.padding_side == "left":
-            return hidden[:, hidden.shape[1] - width:]
-        return hidden[:, :width]
-
-    def _forward(self, batch: Batch, output: str) -> np.ndarray:
-        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                  "embed_mask": batch.embed_mask}
-        inputs = {k: v for k, v in inputs.items() if k in self.input_names}
+    def run_graph(self, batch: Batch, output: str) -> np.ndarray:
+        inputs = graph_feeds(batch, self.input_names)
         n = len(batch.input_ids)
         step = self.profile.max_batch if self.profile else n
         parts = [self._run(self._fit_profile({k: v[i: i + step] for k, v in inputs.items()}),
@@ -182,24 +149,3 @@ class OnnxLLM2Vec(MultiProcessMixin, BaseEncoder):
         binding.bind_output(output, device, self.device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
-
-
-def _read_folder(folder: Path, file_name: str) -> dict:
-    """The export info, after checking the folder has everything the encoder needs."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"ONNX folder {str(folder)!r} does not exist.")
-    if not (folder / file_name).is_file():
-        raise FileNotFoundError(
-            f"{str(folder)!r} holds no {file_name}. Export a model first: "
-            "llm2vec-rag export onnx --model M --out DIR.")
-    if not (folder / CONFIG_NAME).is_file():
-        raise FileNotFoundError(
-            f"{str(folder)!r} has no {CONFIG_NAME} (pooling, max_length, instructions): the "
-            "export is incomplete. Re-export it, or write one with EncoderConfig(...).save(dir) "
-            "using the settings the model was exported with.")
-    path = folder / EXPORT_INFO
-    if not path.is_file():
-        return {}
-    return read_json_object(path, "Re-export the folder (llm2vec-rag export onnx ... "
-                                  "--overwrite)")
-
