@@ -63,7 +63,7 @@ def exported_config(folder: Path, info: dict, *, pooling: str | None = None,
     settings = EncoderConfig.read_dict(folder)
     exported = info.get("pooling", settings.get("pooling"))
     if pooling is not None and exported is not None and check_pooling(pooling) != exported:
-        raise ValueError(
+        raise UsageError(
             f"This graph was exported with {exported!r} pooling, which is compiled into "
             f"it; {pooling!r} needs a new export (llm2vec-rag export onnx --pooling ...).")
     given = dict(max_length=max_length, query_instruction=query_instruction,

@@ -28,7 +28,9 @@ import numpy as np
 
 from llm2vec_rag.errors import UsageError
 
+from .calibration import calibration_batches, describe, read_calibration
 from .fuse import load_for_export
+from .int8 import quantize_int8, quantize_int8_static
 from .providers import available, open_session, provider_list
 from .staging import check_output, staged_output
 from .tokenizer import check_same_ids
@@ -52,8 +54,10 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
 EXPORT_INFO = "onnx_export.json"
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's hard limit is 2 GiB; keep a margin
-MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98, "int8-dynamic": 0.98}
-QUANTIZATIONS = ("int8", "int8-dynamic")
+MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98, "int8-dynamic": 0.98,
+              "int8-static": 0.98}
+QUANTIZATIONS = ("int8", "int8-dynamic", "int8-static")
+_CHOICES = "None, 'int8', 'int8-dynamic' or 'int8-static'"
 _VARIANTS = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16"}
 
 
@@ -64,6 +68,7 @@ def export_onnx(
     *,
     dtype: str = "fp32",
     quantize: str | None = None,
+    calibration: str | os.PathLike | Sequence[str] | None = None,
     external_data: bool | None = None,
     opset: int | None = None,
     overwrite: bool = False,
@@ -75,7 +80,9 @@ def export_onnx(
 
     ``dtype``: fp32, or fp16 (for GPUs; validated on CUDA when present, else on CPU).
     ``quantize``: int8 weights from the validated fp32 graph, for CPUs (see ``quantize_int8``):
-    "int8" (block-wise, accurate also on short queries) or "int8-dynamic" (fastest).
+    "int8" (block-wise, accurate also on short queries), "int8-dynamic" (fastest) or
+    "int8-static" (calibrated on ``calibration``: a text / JSONL file or a list of texts,
+    default the built-in texts of ``calibration.DEFAULT_TEXTS``; see ``quantize_int8_static``).
     ``external_data``: None = automatic above ~2 GB. The export fails (leaving nothing at
     ``out``) if ONNX Runtime disagrees with PyTorch beyond ``tolerance`` (fp32, relative to
     the output scale) or ``min_cosine`` (every row for fp32, the mean for fp16/int8), or if
@@ -87,7 +94,11 @@ def export_onnx(
     if variant is None:
         raise UsageError(f"dtype must be fp32 or fp16 for ONNX export, got {dtype!r}")
     if quantize not in (None, *QUANTIZATIONS):
-        raise UsageError(f"quantize must be None, 'int8' or 'int8-dynamic', got {quantize!r}")
+        raise UsageError(f"quantize must be {_CHOICES}, got {quantize!r}")
+    if calibration is not None and quantize != "int8-static":
+        raise UsageError("calibration texts are for quantize='int8-static' (the other recipes "
+                         "need none)")
+    texts = read_calibration(calibration) if quantize == "int8-static" else None
     if quantize and variant != "fp32":
         raise UsageError("int8 quantization starts from the fp32 graph: use dtype='fp32'")
     final = quantize or variant
@@ -119,7 +130,15 @@ def export_onnx(
         info["validation"] = {variant: _validate(stage / MODEL_FILE, variant, batches,
                                                  reference, encoder, tolerance,
                                                  MIN_COSINE[variant] if quantize else min_cosine)}
-        if quantize:
+        if quantize == "int8-static":
+            quantize_int8_static(stage / MODEL_FILE, tmp / MODEL_FILE, calibration_batches(
+                encoder.preprocessor, texts, encoder.config.query_instruction))
+            shutil.rmtree(stage)
+            info["calibration"] = describe(calibration, texts)
+            info["validation"][quantize] = _validate(tmp / MODEL_FILE, quantize, batches,
+                                                     reference, encoder, tolerance, min_cosine)
+            info["variant"] = quantize
+        elif quantize:
             quantize_int8(stage / MODEL_FILE, tmp / MODEL_FILE, dynamic=quantize != "int8")
             shutil.rmtree(stage)
             info["validation"][quantize] = _validate(tmp / MODEL_FILE, quantize, batches,
@@ -216,59 +235,20 @@ def _validate(path: Path, variant: str, batches, reference, encoder, tolerance: 
     return stats
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, dynamic: bool = False) -> None:
-    """Int8 weights for every linear layer; attention products and embeddings stay fp32.
-
-    Default: MatMulNBits (8-bit weights in blocks of 32, activations quantized block-wise
-    at run time, accuracy_level 4). ``dynamic=True``: MatMulInteger with per-tensor
-    activation scales, about twice as fast on CPU, but an LLM's outlier activations (the
-    first token, the gated MLP's output) then cost precision: long texts keep cosine ~0.999,
-    short instructed queries can drop far lower (SmolLM2: 0.62). The MLP down projections
-    (input wider than the model) keep block-wise activations even then.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    src, dst = Path(src), Path(dst)
-    graph = onnx.load(str(src), load_external_data=False).graph
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    hidden = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
-    linear = [n for n in graph.node if n.op_type == "MatMul" and len(weights.get(
-        n.input[1], [])) == 2]
-    if not linear:
-        raise UsageError(f"{str(src)!r} has no linear layers to quantize")
-    wide = [n.name for n in linear if hidden and weights[n.input[1]][0] > hidden]
-    narrow = [n.name for n in linear if n.name not in wide]
-    middle = dst.with_name(dst.stem + ".dynamic.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantizer advice ("run pre-processing") is noise here
-    try:
-        if dynamic:
-            quantize_dynamic(src, middle, op_types_to_quantize=["MatMul"],
-                             nodes_to_quantize=narrow, per_channel=True,
-                             weight_type=QuantType.QInt8, use_external_data_format=external)
-        blockwise = wide if dynamic else [n.name for n in linear]
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(middle if dynamic else src)), bits=8,
-                                         block_size=32, is_symmetric=True, accuracy_level=4,
-                                         nodes_to_include=blockwise or ["<none>"])
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(dst), use_external_data_format=external)
-    finally:
-        root.setLevel(level)
-        for leftover in (middle, middle.with_name(middle.name + ".data")):
-            leftover.unlink(missing_ok=True)
-
-
 def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = "int8", *,
-                  overwrite: bool = False, min_cosine: float | None = None) -> Path:
+                  overwrite: bool = False, min_cosine: float | None = None,
+                  calibration: str | os.PathLike | Sequence[str] | None = None) -> Path:
     """An int8 folder from an exported fp32 folder, checked against the fp32 graph (no torch).
 
-    ``method``: "int8" or "int8-dynamic" (see ``quantize_int8``)."""
+    ``method``: "int8", "int8-dynamic" (see ``quantize_int8``) or "int8-static"
+    (``quantize_int8_static``, calibrated on ``calibration``: see ``export_onnx``)."""
     if method not in QUANTIZATIONS:
-        raise UsageError(f"method must be 'int8' or 'int8-dynamic', got {method!r}")
+        raise UsageError(f"method must be 'int8', 'int8-dynamic' or 'int8-static', got "
+                         f"{method!r}")
+    if calibration is not None and method != "int8-static":
+        raise UsageError("calibration texts are for method='int8-static' (the other recipes "
+                         "need none)")
+    texts = read_calibration(calibration) if method == "int8-static" else None
     min_cosine = MIN_COSINE[method] if min_cosine is None else min_cosine
     from .runtime import OnnxLLM2Vec
 
@@ -280,7 +260,11 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = 
     batches = validation_batches(fp32.preprocessor)
     reference = [fp32.forward_batch(b) for b in batches]
     with staged_output(out, overwrite, "onnx", [src]) as tmp:
-        quantize_int8(fp32.model_path, tmp / MODEL_FILE, dynamic=method != "int8")
+        if texts is not None:
+            quantize_int8_static(fp32.model_path, tmp / MODEL_FILE, calibration_batches(
+                fp32.preprocessor, texts, fp32.config.query_instruction))
+        else:
+            quantize_int8(fp32.model_path, tmp / MODEL_FILE, dynamic=method != "int8")
         for f in Path(src).iterdir():  # tokenizer and llm2vec config; not fp32 engines
             if f.is_file() and not f.name.startswith(MODEL_FILE) and f.name != TENSORRT_INFO:
                 shutil.copy2(f, tmp / f.name)
@@ -289,6 +273,8 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = 
         stats = agreement(got, reference)
         check_agreement(stats, method, tolerance=0.0, min_cosine=min_cosine)
         info = {**fp32.info, "variant": method}
+        if texts is not None:
+            info["calibration"] = describe(calibration, texts)
         info["validation"] = {**fp32.info.get("validation", {}),
                               f"{method}_vs_fp32_onnx": stats}
         info["files"] = sorted(f.name for f in tmp.iterdir())
