@@ -1,5 +1,6 @@
-"""Export: fuse adapters, export to ONNX (fp32 / fp16 / int8), TensorRT engines, and the
-ONNX Runtime encoder ``OnnxLLM2Vec``.
+"""Export: fuse adapters, export to ONNX (fp32 / fp16 / int8), TensorRT engines, OpenVINO IR
+(fp32 / NNCF int8), and the encoders that run an export: ``OnnxLLM2Vec`` (ONNX Runtime) and
+``OpenVINOLLM2Vec`` (OpenVINO).
 
 Imports are lazy: serving with ``OnnxLLM2Vec`` must not pull in torch, while the export
 functions need it.
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["OnnxLLM2Vec", "FastTokenizer", "fuse_adapters", "export_onnx", "quantize_onnx",
-           "build_tensorrt", "TensorRTProfile", "ExportValidationError", "OutputExistsError"]
+__all__ = ["OnnxLLM2Vec", "OpenVINOLLM2Vec", "FastTokenizer", "fuse_adapters", "export_onnx",
+           "quantize_onnx", "export_openvino", "build_tensorrt", "TensorRTProfile",
+           "ExportValidationError", "OutputExistsError"]
 
 _LAZY = {
     "OnnxLLM2Vec": ".runtime",
+    "OpenVINOLLM2Vec": ".openvino_runtime",
+    "export_openvino": ".openvino_export",
     "FastTokenizer": ".tokenizer",
     "fuse_adapters": ".fuse",
     "export_onnx": ".onnx",

@@ -1,4 +1,4 @@
-"""``llm2vec-rag export {fuse,onnx,tensorrt}``: one plain function per subcommand."""
+"""``llm2vec-rag export {fuse,onnx,openvino,tensorrt}``: one plain function per subcommand."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import argparse
 import sys
 
 _OPT = {"batch": 16, "seq": 128}  # default tuning shapes when the max allows them
+_CALIBRATION = ("texts for static int8: a text file (one text per line) or JSONL ('text' "
+                "field), e.g. a BEIR corpus.jsonl; each is calibrated as a document and as a "
+                "query (default: built-in texts)")
 
 
 def loader_options(args: argparse.Namespace) -> tuple[str, list[str], dict]:
@@ -36,10 +39,24 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 
     model, adapters, options = loader_options(args)
     out = export_onnx(model, args.out, adapters, dtype=args.dtype or "fp32",
-                      quantize=args.quantize, external_data=args.external_data or None,
+                      quantize=args.quantize, calibration=args.calibration,
+                      external_data=args.external_data or None,
                       opset=args.opset, overwrite=args.overwrite, tolerance=args.tolerance,
                       min_cosine=args.min_cosine, **options)
     print(f"ONNX model -> {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_openvino(args: argparse.Namespace) -> int:
+    """Write an OpenVINO IR folder from an fp32 ONNX export: int8 by NNCF (calibrated on
+    --calibration texts), or fp32 with --no-quantize. OpenVINO also runs the ONNX folder as
+    it is (--openvino); this step is for int8."""
+    from .openvino_export import export_openvino
+
+    out = export_openvino(args.model, args.out, quantize=None if args.no_quantize else "int8",
+                          calibration=args.calibration, overwrite=args.overwrite,
+                          min_cosine=args.min_cosine)
+    print(f"OpenVINO IR -> {out}", file=sys.stderr)
     return 0
 
 
@@ -60,12 +77,13 @@ def cmd_tensorrt(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
-    """Register ``export {fuse,onnx,tensorrt}`` on the main parser. Exports load a PyTorch
+    """Register ``export {fuse,onnx,openvino,tensorrt}`` on the main parser. Exports load a PyTorch
     model, uncached, so the shared flags come without --onnx and --cache."""
     from llm2vec_rag.flags import model_flags as shared_flags
 
     model_flags = shared_flags(onnx=False, cache=False)
-    export = subparsers.add_parser("export", help="fuse adapters, export to ONNX / TensorRT")
+    export = subparsers.add_parser("export",
+                                   help="fuse adapters, export to ONNX / OpenVINO / TensorRT")
     sub = export.add_subparsers(dest="export_command", required=True)
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", required=True,
@@ -80,9 +98,11 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("onnx", parents=[model_flags, out], help="export to ONNX",
                        description=cmd_onnx.__doc__)
-    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], default=None,
-                   help="int8 for CPU serving: block-wise (accurate) or dynamic (fastest, "
-                        "less accurate on short queries)")
+    p.add_argument("--quantize", choices=["int8", "int8-dynamic", "int8-static"], default=None,
+                   help="int8 for CPU serving: block-wise (accurate), dynamic (fastest, "
+                        "less accurate on short queries) or static (calibrated on "
+                        "--calibration texts)")
+    p.add_argument("--calibration", default=None, metavar="FILE", help=_CALIBRATION)
     p.add_argument("--min-cosine", type=float, default=None,
                    help="mean cosine to PyTorch a fp16/int8 graph must keep (default: "
                         "0.999 fp16, 0.98 int8)")
@@ -92,6 +112,16 @@ def add_commands(subparsers, model_flags: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max fp32 difference to PyTorch, relative to the output scale")
     p.set_defaults(func=cmd_onnx)
+
+    p = sub.add_parser("openvino", parents=[out], help="OpenVINO IR (NNCF int8) of an ONNX folder",
+                       description=cmd_openvino.__doc__)
+    p.add_argument("--model", required=True, help="fp32 folder written by `export onnx`")
+    p.add_argument("--no-quantize", action="store_true",
+                   help="write the fp32 graph as IR instead of NNCF int8")
+    p.add_argument("--calibration", default=None, metavar="FILE", help=_CALIBRATION)
+    p.add_argument("--min-cosine", type=float, default=None,
+                   help="mean cosine to the fp32 graph the int8 IR must keep (default 0.98)")
+    p.set_defaults(func=cmd_openvino)
 
     p = sub.add_parser("tensorrt", help="build a TensorRT engine for an ONNX folder",
                        description=cmd_tensorrt.__doc__)

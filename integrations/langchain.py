@@ -39,10 +39,11 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
     """LLM2Vec text embeddings for LangChain: by ``model_name`` or an already built ``encoder``."""
 
     model_name: str | None = None
-    """Hub id, local folder, or .gguf path (or an ONNX export folder with backend="onnx")."""
+    """Hub id, local folder, or .gguf path (or an ONNX export folder with backend="onnx" for
+    ONNX Runtime, backend="openvino" for OpenVINO)."""
     adapters: list[str] = Field(default_factory=list)
     """LoRA adapters applied in order (torch backend)."""
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Passed to ``from_pretrained``: pooling, max_length, device, dtype, gguf_file, ..."""
     encode_kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -33,7 +33,7 @@ class LLM2VecEmbeddings(BaseEmbedding):
     """LLM2Vec embeddings for LlamaIndex: by ``model_name`` or an already built ``encoder``."""
 
     adapters: list[str] = Field(default_factory=list, description="LoRA adapters, in order")
-    backend: str = Field(default="torch", description="torch | onnx")
+    backend: str = Field(default="torch", description="torch | onnx | openvino")
     model_kwargs: dict[str, Any] = Field(default_factory=dict,
                                          description="for from_pretrained: device, dtype ...")
     encode_kwargs: dict[str, Any] = Field(default_factory=dict,

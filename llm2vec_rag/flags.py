@@ -46,6 +46,9 @@ def model_flags(onnx: bool = True, cache: bool = True) -> argparse.ArgumentParse
     if onnx:
         g.add_argument("--onnx", action="store_true",
                        help="--model is an exported ONNX folder: run it with ONNX Runtime")
+        g.add_argument("--openvino", action="store_true",
+                       help="--model is an exported ONNX folder (or the OpenVINO IR of "
+                            "`export openvino`): run it with OpenVINO (extra [openvino])")
     if cache:
         g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                        help="keep the merged base + adapters in the model cache "
@@ -55,12 +58,22 @@ def model_flags(onnx: bool = True, cache: bool = True) -> argparse.ArgumentParse
     return p
 
 
+def exported_backend(args: argparse.Namespace) -> str | None:
+    """The runtime of an exported folder the flags ask for: "openvino" (--openvino, with or
+    without --onnx), "onnx" (--onnx), or None (a PyTorch model)."""
+    if getattr(args, "openvino", False):
+        return "openvino"
+    return "onnx" if getattr(args, "onnx", False) else None
+
+
 def use_default_model(args: argparse.Namespace) -> None:
     """No --model: the bundled default domain model (its base GGUF, its adapters first)."""
     if getattr(args, "model", "") is not None or not hasattr(args, "adapter"):
         return
-    if getattr(args, "onnx", False):
-        raise UsageError("--onnx needs --model: the folder written by `llm2vec-rag export onnx`")
+    backend = exported_backend(args)
+    if backend:
+        flag = "--openvino" if backend == "openvino" else "--onnx"
+        raise UsageError(f"{flag} needs --model: the folder written by `llm2vec-rag export onnx`")
     from .default_model import DEFAULT_ADAPTERS, smollm2_gguf
 
     args.model, args.adapter = smollm2_gguf(), DEFAULT_ADAPTERS + args.adapter
@@ -74,8 +87,9 @@ def spec_from_args(args: argparse.Namespace, **options: Any) -> EncoderSpec:
     left out, so the loader's defaults (and the model's saved config) apply."""
     given = {name: getattr(args, name, None) for name in OPTIONAL_LOADER_FLAGS}
     given.update(device=args.device, max_length=args.max_length, pooling=args.pooling)
-    if getattr(args, "onnx", False):
-        return EncoderSpec(str(args.model), tuple(args.adapter), "onnx", {**given, **options})
+    backend = exported_backend(args)
+    if backend:
+        return EncoderSpec(str(args.model), tuple(args.adapter), backend, {**given, **options})
     given.update(gguf_file=args.gguf_file, dtype=args.dtype,
                  enable_bidirectional=False if args.causal else None,
                  cache=True if getattr(args, "cache", None) else None)

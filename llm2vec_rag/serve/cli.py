@@ -16,12 +16,13 @@ API_KEY_ENV = "LLM2VEC_RAG_API_KEY"
 def served_name(args: argparse.Namespace) -> str:
     """``--served-model-name``, else the id the model is known by (``model_id``): an ONNX
     export is served under the id its source model had (recorded at export), so switching
-    to ``--onnx`` does not rename the model clients ask for."""
+    to ``--onnx`` or ``--openvino`` does not rename the model clients ask for."""
     from ..default_model import model_id
+    from ..flags import exported_backend
 
     if args.served_model_name:
         return args.served_model_name
-    if getattr(args, "onnx", False):
+    if exported_backend(args):
         recorded = exported_model_id(str(args.model))
         if recorded:
             return recorded
