@@ -145,6 +145,7 @@ SLOW = {
     "test_export_onnx.py::test_fp16_variant_stays_close",
     "test_export_onnx.py::test_checks_catch_a_causal_graph",
     "test_export_onnx.py::test_second_arch_eos_pooling_external_data",
+    "test_export_onnx.py::test_cli_exports_int8_static_with_calibration",
     "test_pool.py::test_a_worker_that_cannot_load_reports_why",
 }
 

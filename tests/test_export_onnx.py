@@ -107,10 +107,12 @@ def test_fp16_variant_stays_close(tmp_path_factory, tiny_model_dir):
     assert cosine(got, reference).min() > 0.999
 
 
-@pytest.mark.parametrize("method,ops", [("int8", {"MatMulNBits"}),
-                                        ("int8-dynamic", {"MatMulInteger", "MatMulNBits"})])
+@pytest.mark.parametrize("method,ops", [
+    ("int8", {"MatMulNBits"}), ("int8-dynamic", {"MatMulInteger", "MatMulNBits"}),
+    ("int8-static", {"QuantizeLinear", "DequantizeLinear", "MatMulNBits"})])
 def test_int8_quantize_from_folder(llama, llama_onnx, tmp_path, method, ops):
-    """Both int8 recipes: int8 weights in every linear layer, vectors stay close."""
+    """Every int8 recipe: int8 weights in every linear layer, vectors stay close (mean
+    cosine to PyTorch > 0.99, every row > 0.95)."""
     from llm2vec_rag.export import quantize_onnx
 
     out = quantize_onnx(llama_onnx, tmp_path / "int8", method)
@@ -128,6 +130,56 @@ def test_int8_quantize_from_folder(llama, llama_onnx, tmp_path, method, ops):
     assert np.abs(got - want).max() > 1e-4  # it really is a different (quantized) graph
     with pytest.raises(ValueError, match="fp32 export"):
         quantize_onnx(out, tmp_path / "again")
+    if method == "int8-static":  # calibrated on the built-in texts, as documents and queries
+        assert int8.info["calibration"] == {"source": "built-in", "texts": 32}
+        tokens = int8.encode(TEXTS, output_value="token_embeddings")
+        want = llama.encode(TEXTS, output_value="token_embeddings")
+        assert [t.shape for t in tokens] == [w.shape for w in want]
+
+
+def test_int8_static_calibration_sources_and_errors(llama, llama_onnx, tmp_path):
+    from llm2vec_rag.export import quantize_onnx
+    from llm2vec_rag.export.calibration import read_calibration
+
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = quantize_onnx(llama_onnx, tmp_path / "static", "int8-static", calibration=lines)
+    int8 = OnnxLLM2Vec.from_pretrained(out)
+    assert int8.info["calibration"] == {"source": str(lines), "texts": 5}  # "" is skipped
+    got, want = int8.encode_queries(TEXTS), llama.encode_queries(TEXTS)
+    assert cosine(got, want).mean() > 0.99 and cosine(got, want).min() > 0.95
+    beir = tmp_path / "corpus.jsonl"  # a BEIR corpus works as it is; plain strings too
+    beir.write_text('{"_id": "1", "title": "", "text": "first"}\n"second"\n\n',
+                    encoding="utf-8")
+    assert read_calibration(beir) == ["first", "second"]
+    assert read_calibration([str(i) for i in range(10)], limit=4) == ["0", "3", "6", "9"]
+    with pytest.raises(FileNotFoundError, match="calibration file .*nope.txt.* does not exist"):
+        quantize_onnx(llama_onnx, tmp_path / "a", "int8-static", calibration=tmp_path / "nope.txt")
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="calibration texts are for method='int8-static'"):
+        quantize_onnx(llama_onnx, tmp_path / "b", "int8", calibration=lines)
+    with pytest.raises(ValueError, match="calibration texts are for quantize='int8-static'"):
+        export_onnx(llama, tmp_path / "c", quantize="int8", calibration=lines)
+    with pytest.raises(TypeError, match="item 1 is a int"):
+        read_calibration(["ok", 3])
+
+
+def test_cli_exports_int8_static_with_calibration(tiny_model_dir, tmp_path):
+    """`export onnx --quantize int8-static --calibration FILE`: validated against PyTorch."""
+    from llm2vec_rag.cli import main
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "static"
+    assert main(["export", "onnx", "--model", tiny_model_dir("llama"), "--out", str(out),
+                 "--quantize", "int8-static", "--calibration", str(texts)]) == 0
+    info = json.loads((out / "onnx_export.json").read_text())
+    assert info["variant"] == "int8-static" and info["calibration"]["texts"] == 5
+    assert info["validation"]["int8-static"]["mean_cosine"] > 0.99
+    assert main(["export", "onnx", "--model", tiny_model_dir("llama"), "--out",
+                 str(tmp_path / "x"), "--quantize", "int8-static", "--calibration",
+                 str(tmp_path / "missing.txt")]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_refuses_causal_model(tiny_model_dir, tmp_path):
