@@ -43,7 +43,7 @@ Smoke test (seconds, proves the plumbing, measures nothing): a tiny model and a 
 
     .venv/bin/python benchmarks/gate.py --model TINY_MODEL_DIR --recipes float32 onnx-fp32 \
         openvino-int8 --limit-queries 4 --limit-docs 40 --texts 8 --rounds 1 \
-        --out-dir /tmp/gate-smoke --export-dir /tmp/gate-smoke/export
+        --out-dir out/gate-smoke --export-dir out/gate-smoke/export
 """
 
 from __future__ import annotations
