@@ -9,6 +9,7 @@
 # Usage: bash scripts/compat.sh [newest] [minimum]   (default: both)
 # Environment: COMPAT_DIR (where the venvs and logs go; default a new temporary folder),
 # PYTEST_MARK (default: compat, slow tests included; e.g. "compat and not slow"),
+# COMPAT_TESTS (test files to run, default: every file; e.g. "tests/test_mteb.py"),
 # PYTHON (default python3).
 # Prints one table row per lane; the logs and `pip freeze` of each lane stay in COMPAT_DIR.
 set -uo pipefail
@@ -93,8 +94,9 @@ for lane in $LANES; do
     rc_all=1
     continue
   fi
+  # shellcheck disable=SC2086  # COMPAT_TESTS: several paths
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors \
-    -m "${PYTEST_MARK:-compat}" >> "$log" 2>&1
+    -m "${PYTEST_MARK:-compat}" ${COMPAT_TESTS:-} >> "$log" 2>&1
   test_rc=$?
   summary=$(grep -E "(passed|failed|error)" "$log" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//')
   row "$lane" "${summary:-pytest exit $test_rc}"
