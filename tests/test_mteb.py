@@ -15,7 +15,6 @@ from tiny import CORPUS
 if importlib.util.find_spec("mteb") is None:
     pytest.skip("mteb is not installed (pip install llm2vec-rag[mteb])", allow_module_level=True)
 import mteb  # noqa: E402
-
 from datasets import Dataset  # noqa: E402  (an mteb dependency)
 from mteb.abstasks.retrieval import AbsTaskRetrieval  # noqa: E402
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData  # noqa: E402
