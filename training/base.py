@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import Linear as LoraLinear
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel, set_seed
 
 from llm2vec_rag.errors import UsageError
@@ -79,4 +83,48 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, dropout: float | None = N
                       target_modules=cfg.lora_target_modules)
     peft_model = get_peft_model(model, lora)
     peft_model.peft_config["default"].base_model_name_or_path = base_reference(cfg)
+    recompute_lora_dropout(peft_model)
     return peft_model
+
+
+class DropoutLoraA(nn.Linear):
+    """LoRA's ``A`` applied to the dropped-out input, ``A(dropout(x))``, that keeps nothing
+    for the backward pass but ``x``, which the frozen base layer beside it keeps anyway.
+
+    Why: on the CPU, ``dropout`` keeps a float32 noise tensor the size of its input, and ``A``
+    keeps the dropped input: two full copies of every projection's input, seven projections
+    a layer. Here both are recomputed in the backward pass (``torch.utils.checkpoint``, which
+    replays the same random numbers), so the loss and the gradients are bit for bit those of
+    ``peft``'s own ``lora_A(lora_dropout(x))``. The weight stays ``lora_A.<adapter>.weight``.
+    """
+
+    def __init__(self, linear: nn.Linear, p: float) -> None:
+        super().__init__(linear.in_features, linear.out_features, bias=False, device="meta")
+        self.weight = linear.weight  # the same Parameter: optimiser, state dict, saving
+        self.p = p
+
+    def _dropped(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.dropout(x, self.p, training=True), self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return F.linear(F.dropout(x, self.p, training=self.training), self.weight)
+        return checkpoint(self._dropped, x, use_reentrant=False)
+
+
+def recompute_lora_dropout(model: nn.Module) -> int:
+    """Swap each LoRA layer's ``lora_dropout`` + ``lora_A`` for one ``DropoutLoraA`` (same
+    maths, less memory: see there); the number of layers changed. With dropout 0.3 it
+    lowered a 2-step ``simcse-cpu`` run's peak from 15.1 to 13.2 GiB (presets/README.md)."""
+    changed = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLinear):
+            continue
+        for name, dropout in list(module.lora_dropout.items()):
+            linear = module.lora_A[name]
+            if (isinstance(dropout, nn.Dropout) and dropout.p > 0
+                    and type(linear) is nn.Linear and linear.bias is None):
+                module.lora_A[name] = DropoutLoraA(linear, dropout.p)
+                module.lora_dropout[name] = nn.Identity()
+                changed += 1
+    return changed

@@ -198,9 +198,9 @@ def preset_names() -> list[str]:
 PRESET_NOTES = {
     "simcse-cpu": "the simcse-cpu preset needs a lot of RAM: with SmolLM2-135M, batch_size=32 "
                   "(64 rows with the dropout copies) x max_length=64 keeps every layer's "
-                  "activations for the backward pass, and its first step went past 12 GiB "
-                  "resident (gradient_checkpointing=true still reached 7.7 GiB); lower "
-                  "batch_size or max_length on a machine with less than 16 GB",
+                  "activations for the backward pass, and a 2-step run peaked at 13.2 GiB "
+                  "resident (see training/presets/README.md); lower batch_size or max_length "
+                  "on a machine with less than 16 GB",
 }
 
 
