@@ -256,26 +256,48 @@ def test_sigterm_under_load_finishes_every_in_flight_request(served_dir):
     assert code in (0, -signal.SIGTERM)
 
 
-def test_two_sigints_under_load_exit_cleanly(served_dir):
-    """Issue 31 (12): a second Ctrl-C while requests ran aborted the process (exit -6)."""
-    srv = Server(served_dir, "--max-batch-tokens", "64", "--max-wait-ms", "20").start()
-    results: dict = {}
+def test_two_sigints_under_load_exit_cleanly(smollm2_gguf, tmp_path):
+    """Issue 31 (12): a second Ctrl-C while the batcher ran SmolLM2 forward passes aborted the
+    process (``terminate called without an active exception``, exit -6) and answered 500s:
+    uvicorn skips the app's shutdown on a second signal, so the interpreter finalized under
+    a running forward pass. Real weights, so a batch takes long enough to be interrupted."""
+    srv = Server(smollm2_gguf, "--max-wait-ms", "5", key=None, name="smol",
+                 log_path=str(tmp_path / "serve.log")).start(timeout=420)
+    texts = [" ".join((WORDS * 20)[i: i + 150]) for i in range(0, 600, 150)]  # 4 x ~200 tokens
+    results: list = []
+
+    def client() -> None:
+        for _ in range(20):  # bounded: each request is in flight until the server goes
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+                conn.request("POST", "/v1/embeddings", json.dumps({"input": texts,
+                                                                   "model": "smol"}),
+                             {"Content-Type": "application/json"})
+                results.append(conn.getresponse().status)
+                conn.close()
+            except (OSError, http.client.HTTPException) as err:
+                results.append(type(err).__name__)
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
     try:
-        threads = load(srv, 32, results)
-        deadline = time.monotonic() + 30
-        while srv.metric('llm2vec_rag_queue_depth') < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        while 200 not in results and time.monotonic() < deadline:  # batches are running
+            time.sleep(0.1)
         srv.proc.send_signal(signal.SIGINT)
         time.sleep(0.2)
         srv.proc.send_signal(signal.SIGINT)
-        code = srv.proc.wait(60)
+        code = srv.proc.wait(120)
         for t in threads:
-            t.join(60)
+            t.join(150)
     finally:
         srv.stop()
-    assert code in (0, 1, 130, -signal.SIGINT), code  # a clean exit, not an abort
-    assert "Aborted" not in srv.log() and "core dumped" not in srv.log()
-    assert len(results) == 32  # every client got an answer or a clean disconnect
+    log = srv.log()
+    assert 200 in results, results
+    assert "terminate called" not in log and "Aborted" not in log, log[-2000:]
+    assert code in (130, -signal.SIGINT), code  # interrupted, not aborted (-6)
 
 
 
