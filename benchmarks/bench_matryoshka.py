@@ -59,37 +59,50 @@ def parse_model(spec: str) -> tuple[str, list[str]]:
     return name, adapters
 
 
-def vectors(encoder, folder: str, work: str, name: str) -> dict:
-    """Float32 unit vectors of a BEIR set's corpus and judged queries (kept in ``work``)."""
-    from llm2vec_rag.training.retrieval import read_beir
-
-    path = os.path.join(work, f"{name}-{os.path.basename(folder.rstrip('/'))}.npz")
+def cached(path: str, encoder, compute) -> dict:
+    """``compute()``'s arrays, kept in ``path`` and reused while the encoder's source is the
+    same (a scoring change re-runs without encoding)."""
+    source = json.dumps(encoder.source, sort_keys=True)
     if os.path.isfile(path):
         saved = np.load(path, allow_pickle=False)
-        if str(saved["source"]) == json.dumps(encoder.source, sort_keys=True):
+        if str(saved["source"]) == source:
             return dict(saved)
-    corpus, queries, qrels = read_beir(folder)
-    doc_ids = list(corpus)
-    query_ids = [q for q in queries if q in qrels]
-    out = dict(doc_ids=np.array(doc_ids), query_ids=np.array(query_ids),
-               docs=encoder.encode_documents([corpus[d] for d in doc_ids], batch_size=16,
-                                             normalize=True),
-               queries=encoder.encode_queries([queries[q] for q in query_ids], batch_size=16,
-                                              normalize=True),
-               source=np.array(json.dumps(encoder.source, sort_keys=True)))
-    np.savez(path, **out)
+    out = compute()
+    np.savez(path, **out, source=np.array(source))
     return out
+
+
+def vectors(encoder, folder: str, work: str, name: str) -> tuple[dict, dict]:
+    """Float32 unit vectors of a BEIR set's corpus and judged queries (kept in ``work``),
+    and the set's judgements."""
+    from llm2vec_rag.training.retrieval import read_beir
+
+    corpus, queries, qrels = read_beir(folder)
+
+    def encode() -> dict:
+        doc_ids = list(corpus)
+        query_ids = [q for q in queries if q in qrels]
+        return dict(doc_ids=np.array(doc_ids), query_ids=np.array(query_ids),
+                    docs=encoder.encode_documents([corpus[d] for d in doc_ids], batch_size=16,
+                                                  normalize=True),
+                    queries=encoder.encode_queries([queries[q] for q in query_ids],
+                                                   batch_size=16, normalize=True))
+
+    path = os.path.join(work, f"{name}-{os.path.basename(folder.rstrip('/'))}.npz")
+    return cached(path, encoder, encode), qrels
+
+
+def truncate(x: np.ndarray, dim: int) -> np.ndarray:
+    """The first ``dim`` dimensions, renormalised (what ``truncate_dim`` returns)."""
+    x = x[:, :dim]
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def scores(qs: np.ndarray, docs: np.ndarray, dim: int, precision: str) -> np.ndarray:
     """Query x document scores of ``encode(truncate_dim=dim, precision=precision)`` output."""
     from llm2vec_rag.quantize import calibration_ranges, quantize
 
-    def cut(x: np.ndarray) -> np.ndarray:
-        x = x[:, :dim]
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    q, d = cut(qs), cut(docs)
+    q, d = truncate(qs, dim), truncate(docs, dim)
     if precision == "float32":
         return q @ d.T
     if precision == "int8":
@@ -99,11 +112,10 @@ def scores(qs: np.ndarray, docs: np.ndarray, dim: int, precision: str) -> np.nda
     return hamming_scores(quantize(q, "ubinary"), quantize(d, "ubinary")).astype(np.float32)
 
 
-def per_query_metrics(s: np.ndarray, saved: dict, folder: str) -> tuple[np.ndarray, float]:
+def per_query_metrics(s: np.ndarray, saved: dict, qrels: dict) -> tuple[np.ndarray, float]:
     """Per-query nDCG@10 and the mean Recall@10 of a score matrix."""
-    from llm2vec_rag.training.retrieval import metrics, read_beir
+    from llm2vec_rag.training.retrieval import metrics
 
-    _, _, qrels = read_beir(folder)
     doc_ids = [str(x) for x in saved["doc_ids"]]
     top = np.argsort(-s, axis=1, kind="stable")[:, :10]
     ndcg, recall = [], []
@@ -141,29 +153,24 @@ def main() -> None:
         start = time.perf_counter()
         encoder = LLM2Vec.from_pretrained(smollm2_gguf(), adapters=adapters, device="cpu",
                                           cache=True)
-        lee_path = os.path.join(args.work_dir, f"{name}-lee.npz")
-        lee_vecs = None
-        if os.path.isfile(lee_path):
-            saved = np.load(lee_path, allow_pickle=False)
-            if str(saved["source"]) == json.dumps(encoder.source, sort_keys=True):
-                lee_vecs = saved["docs"]
-        if lee_vecs is None:
-            lee_vecs = encoder.encode(lee_docs, batch_size=8, normalize=True)  # as lee_spearman
-            np.savez(lee_path, docs=lee_vecs,
-                     source=np.array(json.dumps(encoder.source, sort_keys=True)))
-        sets = {os.path.basename(f.rstrip("/")): (f, vectors(encoder, f, args.work_dir, name))
+
+        def lee_vectors(enc=encoder) -> dict:  # documents, as lee_spearman encodes them
+            return dict(docs=enc.encode(lee_docs, batch_size=8, normalize=True))
+
+        lee_vecs = cached(os.path.join(args.work_dir, f"{name}-lee.npz"), encoder,
+                          lee_vectors)["docs"]
+        sets = {os.path.basename(f.rstrip("/")): vectors(encoder, f, args.work_dir, name)
                 for f in args.sets}
         print(f"{name}: encoded in {time.perf_counter() - start:.0f} s", flush=True)
         for dim in DIMS:
-            cut = lee_vecs[:, :dim]
-            lee = pairs_spearman(cut / np.linalg.norm(cut, axis=1, keepdims=True), lee_ratings)
+            lee = pairs_spearman(truncate(lee_vecs, dim), lee_ratings)
             for precision in PRECISIONS:
                 row = dict(model=name, adapters=[os.path.relpath(a, ROOT) for a in adapters],
                            dim=dim, precision=precision,
                            lee=round(float(lee), 4) if precision == "float32" else None)
-                for set_name, (folder, saved) in sets.items():
+                for set_name, (saved, qrels) in sets.items():
                     ndcg, recall = per_query_metrics(
-                        scores(saved["queries"], saved["docs"], dim, precision), saved, folder)
+                        scores(saved["queries"], saved["docs"], dim, precision), saved, qrels)
                     per_query[(name, set_name, dim, precision)] = ndcg
                     ref = per_query.get((models[0][0], set_name, dim, precision))
                     diff = ndcg - ref
