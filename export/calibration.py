@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from llm2vec_rag.errors import UsageError
+from llm2vec_rag.files import read_lines
 
 CALIBRATION_SIZE = 128  # texts used from a source (evenly spaced when it holds more)
 CALIBRATION_BATCH = 8  # rows per calibration batch
@@ -128,11 +129,11 @@ def _read_file(path: Path) -> list[str]:
         raise FileNotFoundError(
             f"calibration file {str(path)!r} does not exist: pass a text file (one text per "
             "line) or JSONL ('text' field), or leave --calibration out for the built-in texts")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = list(read_lines(path))  # a line that is not UTF-8 is named, not a traceback
     if path.suffix.lower() not in (".jsonl", ".json"):
-        return lines
+        return [line for _, line in lines]
     texts = []
-    for number, line in enumerate(lines, 1):
+    for number, line in lines:
         if not line.strip():
             continue
         try:
