@@ -72,8 +72,9 @@ def export_openvino(
     if quantize:
         # int8 weights and activations; the transformer preset applies SmoothQuant first,
         # moving activation outliers into the weights. Its matmul strength 0.5 instead of
-        # NNCF's 0.95: on a cut of the bundled model (8 of 30 layers) the worst instructed
-        # query kept cosine 0.985 to fp32 instead of 0.934, at the same speed.
+        # NNCF's 0.95: in a trial on a cut of the bundled model, 0.95 let the worst
+        # instructed query drift much further from fp32. The gate (benchmarks/gate.py,
+        # openvino-int8) is where the choice is to be confirmed on the whole model.
         from nncf.quantization.advanced_parameters import (
             AdvancedQuantizationParameters,
             AdvancedSmoothQuantParameters,
