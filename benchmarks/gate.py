@@ -60,6 +60,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, mixed_corpus  # noqa: E402
+from llm2vec_rag.integrations.identity import content_id  # noqa: E402
 
 # runtime recipe -> (runtime, the export folder it runs, loader options)
 RUNTIMES = {
@@ -212,7 +213,8 @@ def runtime_encoders(args, recipes: list[str], fp32_model) -> tuple[dict, dict]:
         cls = OnnxLLM2Vec if runtime == "onnx" else OpenVINOLLM2Vec
         extra = {"provider": "cpu"} if runtime == "onnx" else {}
         encoders[recipe] = cls.from_pretrained(folders[recipe], **extra, **options)
-        identity[recipe] = json.dumps([encoders[recipe].source, current])
+        identity[recipe] = json.dumps([content_id(encoders[recipe].source),
+                                       content_id(fp32_model.source), args.calibration])
         if encoders[recipe].config.query_instruction != fp32_model.config.query_instruction:
             raise SystemExit(f"{folders[recipe]}: its query instruction differs from the "
                              "model's; delete --export-dir and rerun")
@@ -268,8 +270,9 @@ def main() -> None:
     ensure_sets(args.sets)
     runtime = [r for r in args.recipes if r in RUNTIMES]
     encoders = {r: pytorch_model(args, r) for r in args.recipes if r not in RUNTIMES}
-    # what each recipe's scores belong to (a rerun reuses them while it is the same)
-    identity = {r: enc.source for r, enc in encoders.items()}
+    # what each recipe's scores belong to (a rerun reuses them while it is the same): the
+    # encoder by content, so another checkout of the same weights reuses them too
+    identity = {r: content_id(enc.source) for r, enc in encoders.items()}
     if runtime:
         fp32 = encoders.get("float32") or pytorch_model(args, "float32")
         made, made_from = runtime_encoders(args, runtime, fp32)
