@@ -11,8 +11,10 @@ raises ``Overloaded`` instead of growing.
 The worker is supervised: an error outside any one request's encode fails the requests it
 held with ``WorkerCrashed`` (HTTP 500) and the loop starts again; after ``MAX_CRASHES`` in
 ``CRASH_WINDOW_S`` it gives up, fails what is queued and ``healthy`` turns False (``/health``
-503), so a wedged worker never leaves callers waiting forever. No web imports: the server,
-a pool or any thread can use it.
+503), so a wedged worker never leaves callers waiting forever. ``close`` drains (every
+queued request is answered); ``abort`` is the forced stop: every request not answered yet
+fails with ``Closed`` at once (HTTP 503), without waiting for the running forward pass. No web
+imports: the server, a pool or any thread can use it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,7 +86,7 @@ class BatchStats:
     seconds: float
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the batcher keeps a set of live requests
 class _Request:
     texts: list[str]
     instruction: list[str]
@@ -127,6 +129,9 @@ class Batcher:
         self._carry: _Request | None = None  # admitted, over the last batch's budget
         self._in_hand: list[_Request] = []  # admitted requests the worker holds now
         self._stopping = False
+        self._aborted = False
+        self._live: set[_Request] = set()  # submitted, not answered yet (what abort fails)
+        self._live_lock = threading.Lock()
         self._crashes: deque[float] = deque(maxlen=MAX_CRASHES)
         self.failed: str | None = None  # why the worker gave up (then healthy is False)
         self._thread = threading.Thread(target=self._run, name="llm2vec-batcher", daemon=True)
@@ -172,9 +177,13 @@ class Batcher:
         if not texts:
             request.future.set_result(Result(np.zeros((0, self.encoder.dim), np.float32), []))
             return request.future
+        with self._live_lock:
+            self._live.add(request)
+        request.future.add_done_callback(lambda _: self._forget(request))
         try:
             self._queue.put_nowait(request)
         except queue.Full:
+            request.future.cancel()
             raise Overloaded(self.max_queue) from None
         return request.future
 
@@ -185,21 +194,45 @@ class Batcher:
         return await asyncio.wrap_future(self.submit(texts, instruction, normalize, truncate))
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Refuse new requests, answer the queued ones, stop the worker (within ``timeout``)."""
-        if self._closed.is_set():
-            return
+        """Refuse new requests, answer the queued ones, stop the worker (within ``timeout``).
+        After ``abort`` (or a first ``close``) it only waits for the worker to finish."""
+        if not self._closed.is_set():
+            self._closed.set()
+            if self._thread.is_alive():
+                try:
+                    self._queue.put(_STOP, timeout=timeout)  # after every queued request
+                except queue.Full:
+                    pass
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("batcher worker still busy after %.0f s; pending requests fail",
+                            timeout)
+        self._fail_pending(Closed("the server shut down before this request was processed"))
+
+    def abort(self, reason: str = "the server was stopped before this request was answered: "
+                                  "retry it (on another replica)") -> None:
+        """The forced stop: refuse new requests and fail every request not answered yet
+        (queued, carried to the next batch, or in the forward pass now running) with
+        ``Closed(reason)`` at once; the worker stops after its running batch, whose results
+        are dropped. Does not block: callers get their answer while the batch still runs.
+        ``close`` afterwards waits for the worker."""
+        self._aborted = True
         self._closed.set()
-        if not self._thread.is_alive():
-            self._fail_pending(Closed("the batcher stopped before this request was processed"))
-            return
+        error = Closed(reason)
+        self._fail_pending(error)
+        with self._live_lock:
+            live = list(self._live)
+        for request in live:
+            _answer(request.future, error=error)
         try:
-            self._queue.put(_STOP, timeout=timeout)  # after every queued request
+            self._queue.put_nowait(_STOP)  # wakes a worker waiting for requests
         except queue.Full:
             pass
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("batcher worker still busy after %.0f s; pending requests fail", timeout)
-        self._fail_pending(Closed("the server shut down before this request was processed"))
+
+    def _forget(self, request: _Request) -> None:
+        with self._live_lock:
+            self._live.discard(request)
 
     def _fail_pending(self, error: Exception) -> None:
         while True:
@@ -207,8 +240,8 @@ class Batcher:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Request) and not item.future.done():
-                item.future.set_exception(error)
+            if isinstance(item, _Request):
+                _answer(item.future, error=error)
 
     # -- worker side -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -216,11 +249,13 @@ class Batcher:
         while True:
             try:
                 self._loop()
-                return
+                break
             except BaseException as err:  # noqa: BLE001 - answered, then the loop restarts
                 self._crashed(err)
                 if self.failed is not None:
                     return
+        if self._aborted:  # anything admitted after abort ran: answered, never left waiting
+            self.abort()
 
     def _loop(self) -> None:
         while True:
@@ -241,8 +276,7 @@ class Batcher:
         held = self._in_hand + ([self._carry] if self._carry is not None else [])
         self._in_hand, self._carry = [], None
         for request in held:
-            if not request.future.done():
-                request.future.set_exception(error)
+            _answer(request.future, error=error)
         now = time.monotonic()
         self._crashes.append(now)
         if len(self._crashes) == MAX_CRASHES and now - self._crashes[0] < CRASH_WINDOW_S:
@@ -271,8 +305,11 @@ class Batcher:
     def _admit(self, request: _Request) -> bool:
         """Tokenize the request once (its rows are what gets encoded); fail it here, alone,
         if it cannot be encoded. Called once per request."""
-        if not request.future.set_running_or_notify_cancel():
-            return False  # the caller gave up while it waited
+        try:
+            if not request.future.set_running_or_notify_cancel():
+                return False  # the caller gave up while it waited
+        except RuntimeError:
+            return False  # answered already: abort failed it while it waited
         try:
             request.encoded = self.encoder.tokenize(request.texts, request.instruction)
             if not request.truncate:
@@ -280,13 +317,13 @@ class Batcher:
                     if row.truncated:
                         raise InputTooLong(i, row.tokens, self.max_length)
         except Exception as err:  # noqa: BLE001 - the request's own error, handed back
-            request.future.set_exception(err)
+            _answer(request.future, error=err)
             return False
         return True
 
     def _collect(self) -> list[_Request] | None:
         """Requests for one encode call ([] if none came), or None to stop."""
-        if self._stopping and self._carry is None:
+        if self._aborted or (self._stopping and self._carry is None):
             return None
         first = self._next(timeout=None)
         if first is _STOP:
@@ -311,6 +348,8 @@ class Batcher:
         return batch
 
     def _process(self, batch: list[_Request]) -> None:
+        if self._aborted:
+            return  # abort answered these requests: no forward pass for them
         rows = [e for r in batch for e in r.encoded]
         start = time.perf_counter()
         try:
@@ -321,7 +360,7 @@ class Batcher:
                 for request in batch:
                     self._process([request])
                 return
-            batch[0].future.set_exception(err)
+            _answer(batch[0].future, error=err)
             return
         seconds = time.perf_counter() - start
         row = 0
@@ -330,7 +369,7 @@ class Batcher:
             row += len(request.texts)
             if request.normalize:
                 out = normalize_rows(out)
-            request.future.set_result(Result(np.ascontiguousarray(out), request.tokens))
+            _answer(request.future, Result(np.ascontiguousarray(out), request.tokens))
         stats = BatchStats(len(batch), len(rows), sum(sum(r.tokens) for r in batch), seconds)
         self.batches += 1
         self.merged_batches += len(batch) > 1
@@ -342,3 +381,16 @@ class Batcher:
                 self.on_batch(stats)
             except Exception:  # noqa: BLE001 - metrics must never stop the worker
                 log.exception("on_batch callback failed")
+
+
+def _answer(future: Future, result: Result | None = None,
+            error: BaseException | None = None) -> None:
+    """Set a request's result or error unless it has one already: ``abort`` fails requests
+    from another thread while their batch is still running."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -225,3 +226,44 @@ def test_a_worker_that_keeps_crashing_gives_up_and_turns_unhealthy(tiny_encoder)
     with pytest.raises(WorkerCrashed, match="stopped"):
         batcher.submit([TEXTS[0]])
     batcher.close()
+
+
+class HeldEncoder(LLM2Vec):
+    """The real tiny encoder whose forward passes wait for ``release``: a batch is "running"
+    for as long as a test needs (``entered`` is set once one started); ``calls`` counts them."""
+
+    def __init__(self, other: LLM2Vec) -> None:
+        super().__init__(other.model, other.tokenizer, other.config)
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+
+    def encode_tokenized(self, encoded, batch_size=32, max_batch_tokens=None):
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(60)
+        return super().encode_tokenized(encoded, batch_size, max_batch_tokens)
+
+
+def test_abort_fails_every_unanswered_request_at_once_while_a_batch_runs(tiny_encoder):
+    """The server's forced stop (a second Ctrl-C): requests in the running batch, the one
+    carried over the budget and the queued one all fail with ``Closed`` (503) without waiting
+    for the forward pass; its late results are dropped without crashing the worker, and no
+    further forward pass runs."""
+    encoder = HeldEncoder(tiny_encoder)
+    per_request = sum(tiny_encoder.count_tokens(TEXTS[:2]))
+    batcher = Batcher(encoder, max_batch_tokens=per_request + 1, max_wait_ms=50, start=False)
+    running, carried, queued = (batcher.submit(TEXTS[:2]) for _ in range(3))
+    batcher.start()
+    assert encoder.entered.wait(30)
+    deadline = time.monotonic() + 10  # the worker carries the second while the first runs
+    while batcher.queue_depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    batcher.abort("forced stop")
+    for future in (running, carried, queued):
+        assert isinstance(future.exception(timeout=0), Closed)
+        assert "forced stop" in str(future.exception())
+    with pytest.raises(Closed):
+        batcher.submit(["late"])
+    encoder.release.set()
+    batcher.close(timeout=30)
+    assert batcher.stopped and batcher.crashes == 0 and encoder.calls == 1

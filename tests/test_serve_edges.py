@@ -260,7 +260,9 @@ def test_two_sigints_under_load_exit_cleanly(smollm2_gguf, tmp_path):
     """Issue 31 (12): a second Ctrl-C while the batcher ran SmolLM2 forward passes aborted the
     process (``terminate called without an active exception``, exit -6) and answered 500s:
     uvicorn skips the app's shutdown on a second signal, so the interpreter finalized under
-    a running forward pass. Real weights, so a batch takes long enough to be interrupted."""
+    a running forward pass. Then it exited 130 but still answered 500 to every request in
+    flight (their tasks cancelled by the closing event loop); now they get 503. Real weights,
+    so a batch takes long enough to be interrupted."""
     srv = Server(smollm2_gguf, "--max-wait-ms", "5", key=None, name="smol",
                  log_path=str(tmp_path / "serve.log")).start(timeout=420)
     texts = [" ".join((WORDS * 20)[i: i + 150]) for i in range(0, 600, 150)]  # 4 x ~200 tokens
@@ -298,6 +300,13 @@ def test_two_sigints_under_load_exit_cleanly(smollm2_gguf, tmp_path):
     assert 200 in results, results
     assert "terminate called" not in log and "Aborted" not in log, log[-2000:]
     assert code in (130, -signal.SIGINT), code  # interrupted, not aborted (-6)
+    # a forced stop answers what it did not finish with 503 (or closes the connection),
+    # never a 500: uvicorn answered the request tasks the closing event loop cancelled so
+    closed = {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError",
+              "ConnectionRefusedError"}  # refused: a client's next request after the stop
+    assert 500 not in results, results
+    assert set(results) <= {200, 503} | closed, results
+    assert 503 in results, results  # requests were in flight at the second signal
 
 
 

@@ -1,5 +1,6 @@
 """``llm2vec-rag serve``: the app under uvicorn, graceful on SIGTERM (in-flight requests
-answered, the listening socket closed, the batcher drained, then exit)."""
+answered, the listening socket closed, the batcher drained, then exit); a second Ctrl-C
+forces the stop (requests not answered yet get 503 ``shutting_down``, then exit 130)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          f"pip install 'llm2vec-rag[serve]'") from None
     from ..flags import spec_from_args
     from .deadlines import protocol_with
+    from .server import Server
 
     check_args(args)
     key = api_key_from_env()
@@ -109,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching=not args.no_batching, normalize=not args.no_normalize,
         auto_truncate=args.auto_truncate, api_key=key)
     failed: list[BaseException] = []
-    server: uvicorn.Server | None = None
+    server: Server | None = None
 
     def on_load_error(err: BaseException) -> None:
         failed.append(err)
@@ -127,11 +129,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=args.graceful_timeout,
                             access_log=args.access_log,
                             http=protocol_with(args.headers_timeout, args.body_timeout))
-    server = uvicorn.Server(config)
+    server = Server(config, on_forced_stop=lambda: abort_batcher(app.state.llm2vec.batcher))
     # SIGTERM/SIGINT: uvicorn stops listening, answers in-flight requests (up to
     # --graceful-timeout), runs the app's shutdown (the batcher drains), then re-raises the
-    # signal, so the process ends as terminated by it. A second signal makes uvicorn skip the
-    # app's shutdown: the batcher is then stopped here, before the interpreter exits.
+    # signal, so the process ends as terminated by it. A second SIGINT forces the stop:
+    # uvicorn skips the app's shutdown, the batcher fails what it has not answered (503,
+    # serve.server) and is stopped here, before the interpreter exits.
     try:
         server.run()
     except KeyboardInterrupt:
@@ -145,6 +148,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SetupError(f"the model failed to load: {err}") from err
         raise err  # a bug keeps its traceback
     return 0
+
+
+def abort_batcher(batcher) -> None:
+    """The forced stop (a second Ctrl-C): requests not answered yet get 503 now."""
+    if batcher is not None:
+        batcher.abort("the server was stopped (forced) before this request was answered: "
+                      "retry it")
 
 
 def stop_batcher(batcher, timeout: float = 10.0) -> None:
