@@ -95,16 +95,3 @@ def test_bf16_is_accepted_on_a_machine_without_an_accelerator(tmp_path):
                       {**REQUIRED, "bf16": True, "output_dir": str(tmp_path)})
     args = training_arguments(cfg)
     assert args.bf16 and args.use_cpu and args.device.type == "cpu"
-
-
-def test_simcse_cpu_preset_announces_its_memory(caplog):
-    """The simcse-cpu preset's RAM need is said when it is loaded, not found by the OOM killer."""
-    from llm2vec_rag.training import load_config
-
-    with caplog.at_level("WARNING", logger="llm2vec_rag.training.config"):
-        load_config("simcse", "simcse-cpu", {"model": "m", "data": ["d.txt"]})
-    assert "simcse-cpu preset needs a lot of RAM" in caplog.text and "GiB" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="llm2vec_rag.training.config"):
-        load_config("mntp", "mntp-cpu", {"model": "m", "data": ["d.txt"]})
-    assert "RAM" not in caplog.text

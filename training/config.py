@@ -15,6 +15,8 @@ import yaml
 from llm2vec_rag.config import check_pooling
 from llm2vec_rag.errors import UsageError
 
+from .memory import announce_preset_memory
+
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
 CONFIG_FILE = "training_config.yaml"
 _RESUME = ("auto", "true", "false")
@@ -193,17 +195,6 @@ def preset_names() -> list[str]:
     return sorted(n.rsplit(".", 1)[0] for n in os.listdir(PRESET_DIR) if n.endswith(".yaml"))
 
 
-# What a preset costs beyond what its keys say, announced when it is loaded (and in
-# presets/README.md): measured with /usr/bin/time -v (maximum resident set size).
-PRESET_NOTES = {
-    "simcse-cpu": "the simcse-cpu preset needs a lot of RAM: with SmolLM2-135M, batch_size=32 "
-                  "(64 rows with the dropout copies) x max_length=64 keeps every layer's "
-                  "activations for the backward pass, and a 2-step run peaked at 13.2 GiB "
-                  "resident (see training/presets/README.md); lower batch_size or max_length "
-                  "on a machine with less than 16 GB",
-}
-
-
 def load_config(stage: str, source: str | os.PathLike | dict | None = None,
                 overrides: dict | None = None) -> TrainConfig:
     """A stage's config from a file path, a preset name (``mntp-cpu``) or a dict, then overrides.
@@ -224,9 +215,10 @@ def load_config(stage: str, source: str | os.PathLike | dict | None = None,
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"Unknown config key {key!r} for stage {stage!r}.{hint}")
-    if isinstance(source, str) and source in PRESET_NOTES:
-        logger.warning(PRESET_NOTES[source])
-    return cls(**raw)
+    cfg = cls(**raw)
+    if isinstance(source, str):  # a preset's measured peak RAM against what is available
+        announce_preset_memory(source, cfg.batch_size, cfg.max_length, logger)
+    return cfg
 
 
 def parse_overrides(items: list[str]) -> dict:
