@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llm2vec_rag.cache import content_fingerprint
-from llm2vec_rag.config import EncoderConfig
+from llm2vec_rag.config import DTYPE_ENV, EncoderConfig
 
 ENCODER = "llm2vec_rag_encoder"
 ENCODER_ID = "llm2vec_rag_encoder_id"
@@ -118,3 +118,40 @@ def same_encoder(recorded: dict, identity: EncoderIdentity) -> bool:
         return True
     their_id = recorded.get(ENCODER_ID) or content_id(theirs)  # an older record: by its paths
     return bool(their_id) and their_id == identity.content_id
+
+
+def _precision(info: dict) -> str:
+    """"float32", "bfloat16", "float32 weights with bfloat16 matmuls", ... of a source."""
+    dtype = info.get("dtype", "float32")
+    return f"{dtype} weights with {info['autocast']} matmuls" if info.get("autocast") else dtype
+
+
+def dtype_hint(recorded: str, source: str) -> str:
+    """When two encoders' sources differ only in dtype (say, a collection indexed in float32
+    and today's bf16 CPU default), the sentence that says so and how to load the one that
+    indexed it; "" otherwise."""
+    try:
+        theirs, ours = json.loads(recorded), json.loads(source)
+    except ValueError:
+        return ""
+    if not (isinstance(theirs, dict) and isinstance(ours, dict)):
+        return ""
+    strip = ("dtype", "autocast")
+    same = {k: v for k, v in theirs.items() if k not in strip} == {
+        k: v for k, v in ours.items() if k not in strip}
+    if not same:
+        content = [_content_id({k: v for k, v in i.items() if k not in strip})
+                   for i in (theirs, ours)]
+        same = content[0] == content[1]
+    if not same or _precision(theirs) == _precision(ours):
+        return ""
+    load = ('dtype="bf16-autocast"' if theirs.get("autocast")
+            else f'dtype="{theirs.get("dtype", "float32")}"')
+    flag = load.replace("dtype=", "--dtype ").replace('"', "")
+    return (f" The two are the same model in another precision: the collection holds "
+            f"{_precision(theirs)} vectors, this encoder computes {_precision(ours)} (on a CPU "
+            f"with native bf16 the default dtype is not float32; see docs/encode.md). To "
+            f"search it as it was indexed, load the encoder with {load} ({flag} on the "
+            f"command line, or {DTYPE_ENV}={load.split('=')[1].strip(chr(34))} for every "
+            f"load); or re-index it with this one.")
+

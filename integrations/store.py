@@ -32,7 +32,7 @@ from llm2vec_rag.errors import UsageError
 from . import _qdrant_config as qc
 from . import hybrid as hb
 from ._plan import Job
-from .identity import ENCODER, MIXED, EncoderIdentity, same_encoder
+from .identity import ENCODER, MIXED, EncoderIdentity, dtype_hint, same_encoder
 from .options import CollectionOptions, Connection, split_keywords
 
 __all__ = ["QdrantStore", "Uploader", "is_ours"]
@@ -213,7 +213,7 @@ class QdrantStore:
             f"would be compared with another model's and the hits would be meaningless. Search "
             f"with the model that indexed it, re-index every document with this one, or pass "
             f"allow_other_encoder=True (--allow-other-encoder) if the two are known to share a "
-            f"vector space.")
+            f"vector space.{dtype_hint(self.recorded[ENCODER], identity.source)}")
 
     # -- reads ------------------------------------------------------------------------------
     def read_stored(self, point_ids: list[str]) -> dict[str, dict]:

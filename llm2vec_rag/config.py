@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field, fields
 from .errors import UsageError
 
 CONFIG_NAME = "llm2vec_config.json"
+# What dtype=None / "auto" means on a CPU, for every load in the process (float32,
+# bf16-autocast, bfloat16, ...); unset: the CPU's default (model.default_cpu_dtype).
+DTYPE_ENV = "LLM2VEC_RAG_DTYPE"
 
 POOLING_MODES = ("mean", "weighted_mean", "eos", "last", "bos")
 # Names the reference implementation writes into its llm2vec_config.json.

@@ -13,7 +13,7 @@ from transformers import PreTrainedModel
 
 from .allocator import tune_from_env
 from .cache import load_or_build
-from .config import EncoderConfig, split_prompts
+from .config import DTYPE_ENV, EncoderConfig, split_prompts
 from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
 from .errors import SetupError, UsageError
 from .loading import (
@@ -99,15 +99,57 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+# The CPU default where the CPU computes bf16 natively: the fastest dtype that passed the
+# retrieval-quality gate (benchmarks/gate.py; benchmarks/README.md, "Quality gate").
+CPU_BF16_DEFAULT = "bf16-autocast"
+# CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX-512 BF16 and AMX.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def default_cpu_dtype(flags: set[str] | None = None) -> str:
+    """What ``dtype=None``/``"auto"`` means on the CPU: ``$LLM2VEC_RAG_DTYPE`` when set, else
+    ``CPU_BF16_DEFAULT`` where the CPU computes bf16 natively (``flags``: this CPU's), else
+    float32 (bf16 without hardware support is emulated, slower than float32)."""
+    chosen = os.environ.get(DTYPE_ENV, "").strip()
+    if chosen and chosen != "auto":
+        if chosen not in _DTYPES and chosen not in _AUTOCAST:
+            raise UsageError(f"{DTYPE_ENV}={chosen!r}: use one of "
+                             f"{sorted(_DTYPES) + sorted(_AUTOCAST)} or 'auto'.")
+        return chosen
+    native = set(_BF16_FLAGS) & (cpu_flags() if flags is None else flags)
+    return CPU_BF16_DEFAULT if native else "float32"
+
+
+def resolve_dtype(dtype: str | torch.dtype | None,
+                  device: torch.device) -> str | torch.dtype | None:
+    """``dtype`` with ``None``/``"auto"`` made concrete for a CPU (``default_cpu_dtype``);
+    a GPU's auto stays auto (``pick_dtype`` picks bf16 or fp16)."""
+    if (dtype is None or dtype == "auto") and device.type == "cpu":
+        return default_cpu_dtype()
+    return dtype
+
+
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The weights' dtype: float32 on CPU; bf16 (or fp16 where bf16 is unsupported) on GPU
-    unless asked otherwise; float32 for ``"bf16-autocast"`` (see ``pick_autocast``)."""
+    """The weights' dtype: on a CPU, ``default_cpu_dtype`` unless asked otherwise; bf16 (or
+    fp16 where bf16 is unsupported) on GPU; float32 for ``"bf16-autocast"`` (see
+    ``pick_autocast``)."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    dtype = resolve_dtype(dtype, device)
     if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if dtype in _AUTOCAST:
         return torch.float32
     if dtype not in _DTYPES:
@@ -322,6 +364,7 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
             adapters = [adapters]
         chain = resolve_chain(model_name_or_path, adapters, gguf_file, **hub_kwargs)
         device = pick_device(device)
+        dtype = resolve_dtype(dtype, device)  # auto: the CPU's default (default_cpu_dtype)
         model, tokenizer = load_weights(
             chain, device, pick_dtype(dtype, device), enable_bidirectional=enable_bidirectional,
             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,

@@ -10,6 +10,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny import make_tiny_model  # noqa: E402
 
+# The suite checks vectors to 1e-5 (against the reference, ONNX, sentence-transformers, pinned
+# values): float32 wherever a test leaves the dtype to the default, subprocesses included. The
+# default itself (bf16 on CPUs with native bf16) is tested in test_dtype_default.py.
+os.environ["LLM2VEC_RAG_DTYPE"] = "float32"
+
 # The files whose tests claim compatibility with an upstream package: marked `compat`, the
 # selection scripts/compat.sh runs against the newest and the declared minimum releases.
 COMPAT_FILES = {

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from integrations.identity import identity_of, same_encoder
 from llm2vec_rag import EncoderSpec, LLM2Vec
 from llm2vec_rag.cli import main
+from llm2vec_rag.integrations.identity import identity_of, same_encoder
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Qdrant stores vectors.",
          "the river bank is cold in winter and the fox sleeps"]
