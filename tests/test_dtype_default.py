@@ -94,3 +94,13 @@ def test_cli_encode_uses_the_default_and_records_it(tiny_model_dir, tmp_path, no
     assert main(["encode", str(src), "--model", folder, "--device", "cpu", "-o", str(out)]) == 0
     explicit = LLM2Vec.from_pretrained(folder, device="cpu", dtype=default_cpu_dtype())
     np.testing.assert_allclose(np.load(out), explicit.encode(TEXTS), atol=1e-6)
+
+
+def test_export_of_an_autocast_model_asks_for_float32(tiny_model_dir, tmp_path):
+    from llm2vec_rag.export import export_onnx
+
+    autocast = LLM2Vec.from_pretrained(tiny_model_dir("llama"), device="cpu",
+                                       dtype="bf16-autocast")
+    with pytest.raises(UsageError, match="load it with dtype='float32'"):
+        export_onnx(autocast, str(tmp_path / "onnx"))
+    assert not (tmp_path / "onnx").exists()
