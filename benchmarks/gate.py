@@ -28,7 +28,9 @@ Quality, per recipe:
   over 1,225 document pairs: no interval).
 
 A recipe passes when its nDCG@10 loss is within ``--tolerance`` (0.005) on every set and its
-Lee loss too. Quality does not depend on machine load.
+Lee loss too. Quality does not depend on machine load, throughput does: score on any machine,
+then time on a quiet one with ``--throughput-only`` (saved scores reused, none computed; a
+recipe without saved scores is timed and shown "not scored").
 
 Throughput: every recipe encodes the same mixed corpus (``common.mixed_corpus``: 1 to 8
 sentences of the Lee articles), interleaved round by round (the order rotates), so a shared
@@ -257,6 +259,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--texts", type=int, default=100, help="mixed corpus size (throughput)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="score no recipe: use the saved scores where they exist (the "
+                             "reference's must), time every recipe")
     parser.add_argument("--machine", default=platform.processor() or platform.machine(),
                         help="what to record as the machine (e.g. 'AMD EPYC, 2 cores, shared')")
     parser.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks", "results",
@@ -294,6 +299,9 @@ def main() -> None:
                 quality[recipe] = dict(lee=record["lee"], seconds=record["seconds"], sets={
                     n: (qids, np.array(v)) for n, (qids, v) in record["sets"].items()})
                 continue
+        if args.throughput_only:
+            print(f"{recipe}: no saved scores for this encoder: not scored", flush=True)
+            continue
         start = time.perf_counter()
         sets = {os.path.basename(f.rstrip("/")): per_query_ndcg(
             enc, f, args.batch_size, args.limit_queries, args.limit_docs) for f in args.sets}
@@ -307,17 +315,22 @@ def main() -> None:
     speed = throughput(encoders, mixed_corpus(args.texts), args.rounds)
 
     rows = []
+    if ref not in quality:
+        raise SystemExit(f"{ref}: the reference has no saved scores; run without "
+                         f"--throughput-only first")
     for recipe in args.recipes:
-        q, base = quality[recipe], quality[ref]
-        row = dict(recipe=recipe, reference=ref, source=encoders[recipe].source,
-                   lee=round(q["lee"], 4), lee_delta=round(q["lee"] - base["lee"], 4))
-        passed = -row["lee_delta"] <= args.tolerance
-        for name, (qids, ndcg) in q["sets"].items():
-            diff = ndcg - base["sets"][name][1]
-            row[name] = dict(queries=len(qids), ndcg10=round(float(ndcg.mean()), 4),
-                             delta=round(float(diff.mean()), 4),
-                             delta_ci95=paired_bootstrap(diff))
-            passed = passed and -float(diff.mean()) <= args.tolerance
+        q, base = quality.get(recipe), quality[ref]
+        row = dict(recipe=recipe, reference=ref, source=encoders[recipe].source)
+        passed = None  # not scored (--throughput-only)
+        if q is not None:
+            row.update(lee=round(q["lee"], 4), lee_delta=round(q["lee"] - base["lee"], 4))
+            passed = -row["lee_delta"] <= args.tolerance
+            for name, (qids, ndcg) in q["sets"].items():
+                diff = ndcg - base["sets"][name][1]
+                row[name] = dict(queries=len(qids), ndcg10=round(float(ndcg.mean()), 4),
+                                 delta=round(float(diff.mean()), 4),
+                                 delta_ci95=paired_bootstrap(diff))
+                passed = passed and -float(diff.mean()) <= args.tolerance
         row.update(passes=passed, tolerance=args.tolerance, **speed[recipe],
                    machine=args.machine, torch_threads=torch.get_num_threads(),
                    runtime=RUNTIMES[recipe][0] if recipe in RUNTIMES else "torch",
@@ -332,11 +345,15 @@ def main() -> None:
              + f" | Lee (vs {ref}) | real tokens/s | x {ref} | passes |",
              "|---|" + "---|" * (len(names) + 4)]
     for r in rows:
-        cells = [f"{r[n]['ndcg10']:.4f} ({r[n]['delta']:+.4f} [{r[n]['delta_ci95'][0]:+.4f}, "
-                 f"{r[n]['delta_ci95'][1]:+.4f}])" for n in names]
-        lines.append(f"| {r['recipe']} | " + " | ".join(cells) +
-                     f" | {r['lee']:.4f} ({r['lee_delta']:+.4f}) | {r['tokens_per_s']:.0f} | "
-                     f"{r['ratio']:.2f} | {'yes' if r['passes'] else 'no'} |")
+        if r["passes"] is None:
+            cells, lee, verdict = ["not scored"] * len(names), "not scored", "not gated"
+        else:
+            cells = [f"{r[n]['ndcg10']:.4f} ({r[n]['delta']:+.4f} [{r[n]['delta_ci95'][0]:+.4f}"
+                     f", {r[n]['delta_ci95'][1]:+.4f}])" for n in names]
+            lee = f"{r['lee']:.4f} ({r['lee_delta']:+.4f})"
+            verdict = "yes" if r["passes"] else "no"
+        lines.append(f"| {r['recipe']} | " + " | ".join(cells) + f" | {lee} | "
+                     f"{r['tokens_per_s']:.0f} | {r['ratio']:.2f} | {verdict} |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(args.out_dir, "table.md"), "w", encoding="utf-8") as f:
         f.write(table)
