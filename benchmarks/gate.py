@@ -215,8 +215,9 @@ def runtime_encoders(args, recipes: list[str], fp32_model) -> tuple[dict, dict]:
         cls = OnnxLLM2Vec if runtime == "onnx" else OpenVINOLLM2Vec
         extra = {"provider": "cpu"} if runtime == "onnx" else {}
         encoders[recipe] = cls.from_pretrained(folders[recipe], **extra, **options)
-        identity[recipe] = json.dumps([content_id(encoders[recipe].source),
-                                       content_id(fp32_model.source), args.calibration])
+        # the recipe applied to this model (the export is made from these alone)
+        identity[recipe] = json.dumps([recipe, content_id(fp32_model.source),
+                                       args.calibration])
         if encoders[recipe].config.query_instruction != fp32_model.config.query_instruction:
             raise SystemExit(f"{folders[recipe]}: its query instruction differs from the "
                              "model's; delete --export-dir and rerun")
