@@ -58,7 +58,9 @@ OURS = {"default": ("llm2vec-rag (default: token budget)", {}),
         "rows": ("llm2vec-rag, batches of 32 rows only (before)",
                  {"max_batch_tokens": 10**9}),
         "glibc": ("llm2vec-rag, token budget, glibc malloc as it comes",
-                  {"env": {"LLM2VEC_RAG_MALLOC": "default"}})}
+                  {"env": {"LLM2VEC_RAG_MALLOC": "default"}}),
+        # what a user gets without choosing: bf16 autocast on a CPU with native bf16
+        "cpu-default": ("llm2vec-rag, the CPU's default dtype", {"dtype": "auto"})}
 
 
 # ---------------------------------------------------------------- workers (one per process)
@@ -200,7 +202,7 @@ def profile(model, texts: list[str], batch_size: int, variants: dict[str, dict],
     for name, opts in variants.items():
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             model.encode(texts, batch_size=batch_size, show_progress=False,
-                         **{k: v for k, v in opts.items() if k != "env"})  # in-process
+                         **{k: v for k, v in opts.items() if k not in ("env", "dtype")})
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in events)
         print(f"\n{name}: where the time goes (torch.profiler, self CPU time, {len(texts)} "
@@ -245,7 +247,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     os.makedirs(args.workdir, exist_ok=True)
     folder, plain = prepare(args.workdir)
-    ours = LLM2Vec.from_pretrained(folder, device="cpu")
+    ours = LLM2Vec.from_pretrained(folder, device="cpu", dtype="float32")
     texts = corpus(args.corpus, args.texts, ours.tokenizer)
     variants = (json.loads(args.variants) if args.variants.startswith("{") else
                 {OURS[v][0]: OURS[v][1] for v in args.variants.split(",")})
@@ -275,7 +277,7 @@ def main() -> None:
                                     {"dtype": d})
         else:
             workers[label] = Worker(sys.executable, "ours", folder, corpus_path,
-                                    args.batch_size, {**variants[name], "dtype": d})
+                                    args.batch_size, {"dtype": d, **variants[name]})
     times: dict[str, list[float]] = {name: [] for name in workers}
     names = list(workers)
     for r in range(args.rounds):  # interleaved, rotating order: drift hits all alike
