@@ -113,9 +113,9 @@ def export_onnx(
         raise UsageError(f"The model is loaded in {weights_dtype}; the fp32 export needs "
                          "float32 weights: load it with dtype='float32'.")
     if variant == "fp32" and getattr(encoder, "autocast", None) is not None:
-        raise UsageError("The model runs its matmuls in bf16 (dtype='bf16-autocast', the "
-                         "default on a CPU with native bf16); the fp32 export is checked "
-                         "against float32 vectors: load it with dtype='float32'.")
+        raise UsageError("The model runs its matmuls in bf16 (dtype='bf16-autocast'); the "
+                         "fp32 export is checked against float32 vectors: load it with "
+                         "dtype='float32'.")
     batches = validation_batches(encoder.preprocessor)
     reference = [encoder.forward_batch(b) for b in batches]  # [B, D] float32 each
     if variant == "fp16":  # keep the caller's model untouched

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -101,7 +102,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 # The CPU default where the CPU computes bf16 natively: the fastest dtype that passed the
 # retrieval-quality gate (benchmarks/gate.py; benchmarks/README.md, "Quality gate").
-CPU_BF16_DEFAULT = "bf16-autocast"
+CPU_BF16_DEFAULT = "bfloat16"
 # CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX-512 BF16 and AMX.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -364,6 +365,7 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
             adapters = [adapters]
         chain = resolve_chain(model_name_or_path, adapters, gguf_file, **hub_kwargs)
         device = pick_device(device)
+        chosen = dtype is not None and dtype != "auto"
         dtype = resolve_dtype(dtype, device)  # auto: the CPU's default (default_cpu_dtype)
         model, tokenizer = load_weights(
             chain, device, pick_dtype(dtype, device), enable_bidirectional=enable_bidirectional,
@@ -378,6 +380,7 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
         if compile:
             encoder.compile()
         encoder.source = chain.source_record(adapters or [], enable_bidirectional)
+        encoder.dtype_chosen = chosen
         return encoder
 
     def _apply_pooling(self, pooling: str) -> None:
@@ -395,6 +398,13 @@ class LLM2Vec(MultiProcessMixin, BaseEncoder):
         plus the sentence-transformers / TEI files (``llm2vec_rag.st_format``)."""
         from .st_format import write_st_files
 
+        dtype = next(self.model.parameters()).dtype
+        if dtype != torch.float32 and self.device.type == "cpu" and \
+                not getattr(self, "dtype_chosen", True):
+            warnings.warn(f"Saving {str(dtype).removeprefix('torch.')} weights: that is this "
+                          f"CPU's default dtype for encoding ({DTYPE_ENV}, docs/encode.md), "
+                          f"not the model's own precision. Load with dtype='float32' to save "
+                          f"float32 weights.", stacklevel=2)
         os.makedirs(folder, exist_ok=True)
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)

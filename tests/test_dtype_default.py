@@ -104,3 +104,18 @@ def test_export_of_an_autocast_model_asks_for_float32(tiny_model_dir, tmp_path):
     with pytest.raises(UsageError, match="load it with dtype='float32'"):
         export_onnx(autocast, str(tmp_path / "onnx"))
     assert not (tmp_path / "onnx").exists()
+
+
+def test_saving_a_default_bf16_model_warns_an_explicit_one_does_not(tiny_model_dir, tmp_path,
+                                                                    monkeypatch):
+    folder = tiny_model_dir("llama")
+    monkeypatch.setenv(DTYPE_ENV, "bfloat16")  # what the default is on a CPU with native bf16
+    default = LLM2Vec.from_pretrained(folder, device="cpu")
+    with pytest.warns(UserWarning, match="Load with dtype='float32' to save float32 weights"):
+        default.save_pretrained(tmp_path / "a")
+    explicit = LLM2Vec.from_pretrained(folder, device="cpu", dtype="bfloat16")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explicit.save_pretrained(tmp_path / "b")  # asked for: no warning
