@@ -102,7 +102,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 # The CPU default where the CPU computes bf16 natively: the fastest dtype that passed the
 # retrieval-quality gate (benchmarks/gate.py; benchmarks/README.md, "Quality gate").
-CPU_BF16_DEFAULT = "bfloat16"
+CPU_BF16_DEFAULT = "bf16-autocast"
 # CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX-512 BF16 and AMX.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
