@@ -13,6 +13,7 @@ in one line; any other exception keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -127,7 +128,9 @@ def cmd_default_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` (the subcommand about to run) only the modules that
+    command needs are imported (see ``command_modules``)."""
     parser = argparse.ArgumentParser(prog="llm2vec-rag", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     flags = model_flags()
@@ -156,15 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "(MNTP + SimCSE) or query-instruction")
     p.set_defaults(func=cmd_default_model)
 
-    from llm2vec_rag.export import cli as export_cli
-    from llm2vec_rag.integrations import cli as integrations_cli
-    from llm2vec_rag.training import cli as training_cli
-
-    from .serve import cli as serve_cli
-
-    for module in (integrations_cli, export_cli, training_cli, serve_cli):
-        module.add_commands(sub, flags)
+    for name in command_modules(command):
+        importlib.import_module(name).add_commands(sub, flags)
     return parser
+
+
+# The modules that register the other subcommands (``add_commands``), in --help order, and
+# the commands each one adds.
+COMMAND_MODULES = {"llm2vec_rag.integrations.cli": ("index", "search"),
+                   "llm2vec_rag.export.cli": ("export",),
+                   "llm2vec_rag.training.cli": ("train", "eval"),
+                   "llm2vec_rag.serve.cli": ("serve",)}
+CORE_COMMANDS = ("encode", "default-model")
+
+
+def command_modules(command: str | None) -> list[str]:
+    """The command modules to import for ``command``: none for the core commands, the one
+    that registers a known command, all of them otherwise (--help, a typo).
+
+    Why: ``encode`` is where a user waits for a first vector; training, export, the
+    integrations and the server import nothing it needs."""
+    if command in CORE_COMMANDS:
+        return []
+    for name, commands in COMMAND_MODULES.items():
+        if command in commands:
+            return [name]
+    return list(COMMAND_MODULES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     ``LLM2VEC_RAG_DEBUG=1`` shows the traceback of every error."""
     from .allocator import tune_from_env
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    args = build_parser(command).parse_args(argv)
     tune_from_env(default="tuned")  # a CLI process owns its allocator: keep freed memory
     try:
         use_default_model(args)

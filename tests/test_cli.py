@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -44,6 +45,47 @@ def test_encode_stdin_to_stdout(tiny_model_dir):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(rows) == 2 and len(rows[0]["embedding"]) == 64
+
+
+ENCODE_CHILD = """
+import json, sys
+from llm2vec_rag.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+# What encoding one file with a cached model never needs: the other commands' packages, the
+# adapter merge (peft), GGUF parsing and the optional integrations.
+NOT_FOR_ENCODE = ("llm2vec_rag.training", "llm2vec_rag.export", "llm2vec_rag.integrations",
+                  "llm2vec_rag.serve", "peft", "gguf", "pandas", "datasets", "qdrant_client",
+                  "onnxruntime", "ray", "fastapi")
+
+
+def test_a_cached_encode_imports_only_what_it_needs(tiny_model_dir, tmp_path):
+    from tiny import make_lora_adapter
+
+    base = tiny_model_dir("llama")
+    adapter = make_lora_adapter(base, str(tmp_path / "adapter"), 5)
+    src = tmp_path / "one.txt"
+    src.write_text("hello world\n", encoding="utf-8")
+
+    def encode() -> dict:
+        env = {**os.environ, "LLM2VEC_RAG_CACHE": str(tmp_path / "cache")}
+        done = subprocess.run(
+            [sys.executable, "-c", ENCODE_CHILD, "encode", str(src), "-o",
+             str(tmp_path / "out.npy"), "--model", base, "--adapter", adapter, "--cache"],
+            capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    first = encode()  # builds the entry: merges the adapter
+    assert "peft" in first["modules"]
+    second = encode()  # loads the entry
+    assert second["code"] == 0 and "torch" in second["modules"]
+    needless = [m for m in second["modules"]
+                if any(m == n or m.startswith(n + ".") for n in NOT_FOR_ENCODE)]
+    assert not needless, needless
+    expected = LLM2Vec.from_pretrained(base, [adapter]).encode(["hello world"])
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
 
 
 def test_clear_errors(tiny_model_dir, tmp_path, capsys):

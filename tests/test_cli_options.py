@@ -30,6 +30,17 @@ def test_every_option_of_every_command_has_help():
     assert not missing, missing
 
 
+def test_each_command_is_offered_by_the_parser_built_for_it():
+    """``main`` builds the parser for the command it runs, importing only that command's
+    module (``command_modules``): each command must still be there, with its options."""
+    full = dict(commands(build_parser()))
+    for path, parser in full.items():
+        own = dict(commands(build_parser(path.split()[0])))
+        assert path in own, path
+        assert [a.option_strings for a in own[path]._actions] == \
+            [a.option_strings for a in parser._actions]
+
+
 def test_onnx_is_offered_only_where_it_has_an_effect(capsys):
     offered = {name for name, p in commands(build_parser())
                if any("--onnx" in a.option_strings for a in p._actions)}
