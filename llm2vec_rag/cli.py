@@ -187,6 +187,23 @@ def command_modules(command: str | None) -> list[str]:
     return list(COMMAND_MODULES)
 
 
+OPENMP_WAIT = "OMP_WAIT_POLICY"
+
+
+def passive_openmp_threads() -> None:
+    """Let torch's OpenMP threads sleep, not spin, while they wait for work
+    (``OMP_WAIT_POLICY=PASSIVE``) unless the environment already chooses.
+
+    Why: on a CPU shared with other jobs, a spinning thread holds its core while the thread
+    it waits for is not running, and every parallel region of the forward pass waits on it:
+    one short text took 1.3-6.9 s to encode on 2 busy cores instead of 0.2 s, and 48 long
+    texts ran 2x slower (``benchmarks/README.md``, "Seconds to the first vector"); the vectors
+    are the same bits. libgomp reads the variable once, when torch loads it, so it is set
+    before torch is imported; like the malloc tuning, a setting of the whole process, so the
+    command sets it for its own process and the library never does."""
+    os.environ.setdefault(OPENMP_WAIT, "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. The errors raised on purpose for bad input or environment
     (``UsageError``: a flag, a config key, a record; ``SetupError``: a missing extra, no
@@ -194,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     as argparse's own usage errors do. Anything else is a bug and keeps its traceback (exit
     code 1), a ``ValueError`` or ``RuntimeError`` from numpy or torch included.
     ``LLM2VEC_RAG_DEBUG=1`` shows the traceback of every error."""
+    passive_openmp_threads()  # before anything imports torch
     from .allocator import tune_from_env
 
     argv = sys.argv[1:] if argv is None else list(argv)

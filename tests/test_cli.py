@@ -48,10 +48,13 @@ def test_encode_stdin_to_stdout(tiny_model_dir):
 
 
 ENCODE_CHILD = """
-import json, sys
+import json, os, sys
 from llm2vec_rag.cli import main
+imported_torch = "torch" in sys.modules
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+print(json.dumps({"code": code, "torch_before_main": imported_torch,
+                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                  "modules": sorted(sys.modules)}))
 """
 # What encoding one file with a cached model never needs: the other commands' packages, the
 # adapter merge (peft), GGUF parsing and the optional integrations.
@@ -61,6 +64,8 @@ NOT_FOR_ENCODE = ("llm2vec_rag.training", "llm2vec_rag.export", "llm2vec_rag.int
 
 
 def test_a_cached_encode_imports_only_what_it_needs(tiny_model_dir, tmp_path):
+    """And it lets OpenMP threads wait passively (before torch loads OpenMP), unless the
+    environment chose a policy."""
     from tiny import make_lora_adapter
 
     base = tiny_model_dir("llama")
@@ -68,8 +73,11 @@ def test_a_cached_encode_imports_only_what_it_needs(tiny_model_dir, tmp_path):
     src = tmp_path / "one.txt"
     src.write_text("hello world\n", encoding="utf-8")
 
-    def encode() -> dict:
-        env = {**os.environ, "LLM2VEC_RAG_CACHE": str(tmp_path / "cache")}
+    def encode(omp_wait_policy: str | None) -> dict:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env["LLM2VEC_RAG_CACHE"] = str(tmp_path / "cache")
+        if omp_wait_policy is not None:
+            env["OMP_WAIT_POLICY"] = omp_wait_policy
         done = subprocess.run(
             [sys.executable, "-c", ENCODE_CHILD, "encode", str(src), "-o",
              str(tmp_path / "out.npy"), "--model", base, "--adapter", adapter, "--cache"],
@@ -77,10 +85,12 @@ def test_a_cached_encode_imports_only_what_it_needs(tiny_model_dir, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.splitlines()[-1])
 
-    first = encode()  # builds the entry: merges the adapter
-    assert "peft" in first["modules"]
-    second = encode()  # loads the entry
+    first = encode("ACTIVE")  # builds the entry: merges the adapter
+    assert "peft" in first["modules"] and first["omp_wait_policy"] == "ACTIVE"  # the user's
+    second = encode(None)  # loads the entry
     assert second["code"] == 0 and "torch" in second["modules"]
+    assert not second["torch_before_main"]  # so OpenMP reads the policy main() sets
+    assert second["omp_wait_policy"] == "PASSIVE"
     needless = [m for m in second["modules"]
                 if any(m == n or m.startswith(n + ".") for n in NOT_FOR_ENCODE)]
     assert not needless, needless
