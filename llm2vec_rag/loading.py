@@ -182,10 +182,7 @@ def load_model(
                                             trust_remote_code=trust_remote_code, **hub_kwargs)
     except ValueError as err:  # transformers' word for a config (or GGUF header) it can't use
         raise unreadable_model(where, "config", err) from err
-    if enable_bidirectional:
-        make_bidirectional(config)
-    else:
-        config.is_causal = True
+    set_attention(config, enable_bidirectional)
     kwargs = dict(config=config, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
                   **hub_kwargs)
     if gguf_file is not None:  # plain float weights: trainable, mergeable, saveable
@@ -215,6 +212,105 @@ def load_model(
             "the full model, not only an adapter or a different architecture."
         )
     return model
+
+
+def set_attention(config, bidirectional: bool) -> None:
+    """Non-causal (``make_bidirectional``) or explicitly causal attention on ``config``."""
+    if bidirectional:
+        make_bidirectional(config)
+    else:
+        config.is_causal = True
+
+
+SAVED_WEIGHTS = "model.safetensors"  # what save_pretrained writes for a model of one shard
+# Bytes: where torch's CPU allocator puts a tensor. The CPU matmul kernels can round some
+# rows differently for weights that start elsewhere (a view into a mapped safetensors file
+# starts at its header-dependent offset: 8 mod 64 for the default model's entry, which gave
+# one text's vector 5.7e-6 away from the uncached load's), so the cached load uses views only
+# where they are aligned and reads the rest into memory of their own.
+ALIGNMENT = 64
+
+
+def data_offset(path: str) -> int:
+    """Where a safetensors file's tensor data starts (after its 8-byte length and header)."""
+    with open(path, "rb") as f:
+        return 8 + int.from_bytes(f.read(8), "little")
+
+
+def align_saved_weights(folder: str) -> None:
+    """Rewrite ``folder``'s model.safetensors, if needed, so its tensor data starts on an
+    ``ALIGNMENT`` boundary of the file (the header is padded through its metadata). Mapped
+    into memory, its tensors then start on such boundaries too wherever their sizes are
+    multiples of it, and ``load_saved_model`` uses them without a copy."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = os.path.join(folder, SAVED_WEIGHTS)
+    if not os.path.isfile(path) or data_offset(path) % ALIGNMENT == 0:
+        return
+    with safe_open(path, framework="pt") as f:
+        metadata = f.metadata() or {}
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    metadata.setdefault("alignment", "")
+    for _ in range(3):  # the first pass adds the key; the header is padded to 8 bytes, so
+        # then a multiple of 8 more characters moves the data start by exactly that much
+        metadata["alignment"] += " " * (-data_offset(path) % ALIGNMENT)
+        save_file(tensors, path + ".tmp", metadata=metadata)
+        os.replace(path + ".tmp", path)
+        if data_offset(path) % ALIGNMENT == 0:
+            return
+
+
+def load_saved_model(folder: str, *, enable_bidirectional: bool = True,
+                     dtype: torch.dtype | None = None,
+                     attn_implementation: str | None = None) -> PreTrainedModel | None:
+    """The model ``load_model(folder, ...)`` gives, for a folder that ``save_pretrained`` wrote
+    from such a model (config.json and one model.safetensors, unquantized): built from its
+    config without random initialisation, then given the saved tensors (views into the
+    mapped file where ``ALIGNMENT`` allows, else read into memory of their own).
+
+    Why: ``from_pretrained`` also builds transformers' table of checkpoint conversions for
+    every architecture it knows and runs its quantization and sharding steps, most of a
+    cached load (see ``benchmarks/README.md``, "Load time"). Returns None, and loads
+    nothing, where the folder is not that simple (sharded or quantized weights, remote code,
+    tensors that are not exactly the model's with its dtypes, a transformers release without
+    ``no_init_weights``): use ``load_model``.
+    """
+    from safetensors import safe_open
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # not in this transformers release
+        return None
+    weights = os.path.join(folder, SAVED_WEIGHTS)
+    if not os.path.isfile(weights):
+        return None
+    config = AutoConfig.from_pretrained(folder)
+    if getattr(config, "quantization_config", None) is not None or getattr(config, "auto_map",
+                                                                           None):
+        return None
+    set_attention(config, enable_bidirectional)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    with quiet_transformers(), no_init_weights():
+        model = AutoModel.from_config(config, **kwargs)
+    expected = model.state_dict()
+    # An unaligned file (written before align_saved_weights) is read whole with pread.
+    mapped = data_offset(weights) % ALIGNMENT == 0
+    with safe_open(weights, framework="pt", backend="mmap" if mapped else "pread") as f:
+        names = set(f.keys())
+        if names != set(expected):
+            return None  # tied or renamed tensors: from_pretrained knows how to map them
+        state = {name: f.get_tensor(name) for name in names}
+    if any(state[n].dtype != t.dtype or state[n].shape != t.shape for n, t in expected.items()):
+        return None  # from_pretrained would cast or refuse them
+    for name, tensor in state.items():
+        if tensor.data_ptr() % ALIGNMENT:  # after a tensor whose size is not a multiple of it
+            state[name] = tensor.clone()
+    model.load_state_dict(state, strict=True, assign=True)
+    model.config.name_or_path = folder  # as from_pretrained records it
+    return model.eval()
 
 
 @contextlib.contextmanager

@@ -18,10 +18,12 @@ from .config import DTYPE_ENV, EncoderConfig, split_prompts
 from .encoder import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, BaseEncoder
 from .errors import SetupError, UsageError
 from .loading import (
+    align_saved_weights,
     apply_adapters,
     base_names,
     check_bidirectional,
     load_model,
+    load_saved_model,
     quiet_transformers,
     reuse_gguf_reader,
 )
@@ -206,6 +208,7 @@ def _save_fused(loaded: tuple, folder: str, proof: dict | None) -> None:
     model, tokenizer = loaded
     with quiet_transformers():  # no "Writing model shards" bar on a first load
         model.save_pretrained(folder)
+    align_saved_weights(folder)  # so a cached load can use the mapped tensors as they are
     tokenizer.save_pretrained(folder)
     if proof is not None:
         with open(os.path.join(folder, PROOF_FILE), "w", encoding="utf-8") as f:
@@ -223,8 +226,11 @@ def _read_proof(folder: str) -> dict | None:
 def _load_fused(folder: str, base: str, bidirectional: bool, dtype: torch.dtype,
                 attn_implementation: str | None, device: torch.device) -> tuple:
     """A cache entry: plain safetensors weights and a saved tokenizer (no GGUF, no merge)."""
-    model = load_model(folder, enable_bidirectional=bidirectional, dtype=dtype,
-                       attn_implementation=attn_implementation)
+    options = dict(enable_bidirectional=bidirectional, dtype=dtype,
+                   attn_implementation=attn_implementation)
+    model = load_saved_model(folder, **options)
+    if model is None:  # an entry transformers' own loading must read
+        model = load_model(folder, **options)
     model.config.name_or_path = base  # as an uncached load names it
     return model.to(device), load_tokenizer(folder)
 

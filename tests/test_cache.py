@@ -59,6 +59,10 @@ def test_hit_gives_the_uncached_vectors_and_really_reads_the_entry(chain, cache_
     np.testing.assert_array_equal(built, plain)
     np.testing.assert_array_equal(hit, plain)
     assert entries(cache_dir) == [entry]
+    from llm2vec_rag.loading import ALIGNMENT, data_offset
+
+    # written so that a hit can use the mapped tensors in place (load_saved_model)
+    assert data_offset(str(cache_dir / "fused" / entry / "model.safetensors")) % ALIGNMENT == 0
 
     # Prove the hit reads the entry: change its weights (same size) and the vectors follow.
     from safetensors.torch import load_file, save_file
@@ -224,3 +228,74 @@ def test_two_processes_building_at_once(chain, cache_dir):
     fused = cache_dir / "fused"
     assert len(entries(cache_dir)) == 1
     assert not [p for p in fused.iterdir() if p.name.startswith(".build-")]
+
+
+def saved_base(tiny_model_dir, tmp_path, arch: str, dtype, **save_kwargs) -> str:
+    """A folder as the cache writes an entry: the bare decoder, loaded in ``dtype``, saved."""
+    from llm2vec_rag.loading import load_model
+
+    folder = str(tmp_path / f"{arch}-saved")
+    load_model(tiny_model_dir(arch), dtype=dtype).save_pretrained(folder, **save_kwargs)
+    return folder
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma", "qwen2"])
+def test_a_saved_folder_loads_bit_for_bit_as_from_pretrained_loads_it(tiny_model_dir, tmp_path,
+                                                                       arch, dtype):
+    """The cached-load path (built from the config, given the saved tensors) against
+    transformers' from_pretrained on the same folder: same tensors, buffers (RoPE), config and
+    hidden states, bit for bit; from the file as save_pretrained wrote it and as the cache
+    writes it (data aligned: mapped tensors used in place), tensors on 64-byte boundaries."""
+    import torch
+
+    from llm2vec_rag.loading import (
+        ALIGNMENT,
+        align_saved_weights,
+        data_offset,
+        load_model,
+        load_saved_model,
+    )
+
+    dtype = getattr(torch, dtype)
+    folder = saved_base(tiny_model_dir, tmp_path, arch, dtype)
+    weights = os.path.join(folder, "model.safetensors")
+    assert data_offset(weights) % ALIGNMENT  # as save_pretrained wrote it: unaligned
+    for aligned in (False, True):
+        if aligned:
+            align_saved_weights(folder)
+            assert data_offset(weights) % ALIGNMENT == 0
+        for bidirectional in (True, False):
+            fast = load_saved_model(folder, enable_bidirectional=bidirectional, dtype=dtype)
+            slow = load_model(folder, enable_bidirectional=bidirectional, dtype=dtype)
+            assert fast is not None and type(fast) is type(slow) and not fast.training
+            assert fast.config.to_dict() == slow.config.to_dict()
+            assert all(p.data_ptr() % ALIGNMENT == 0 for p in fast.parameters())
+            for got, want in ((fast.state_dict(), slow.state_dict()),
+                              (dict(fast.named_buffers()), dict(slow.named_buffers()))):
+                assert got.keys() == want.keys()
+                for name in want:
+                    assert got[name].dtype == want[name].dtype, name
+                    assert torch.equal(got[name], want[name]), name
+            ids = torch.randint(4, fast.config.vocab_size, (2, 7),
+                                generator=torch.Generator().manual_seed(0))
+            mask = torch.ones_like(ids)
+            mask[1, :3] = 0  # one left-padded row
+            with torch.inference_mode():
+                assert torch.equal(fast(input_ids=ids, attention_mask=mask).last_hidden_state,
+                                   slow(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+
+def test_folders_the_cached_load_cannot_take_are_left_to_from_pretrained(tiny_model_dir,
+                                                                         tmp_path):
+    import torch
+
+    from llm2vec_rag.loading import load_model, load_saved_model
+
+    sharded = saved_base(tiny_model_dir, tmp_path, "llama", torch.float32,
+                         max_shard_size="20KB")
+    assert not os.path.exists(os.path.join(sharded, "model.safetensors"))
+    assert load_saved_model(sharded) is None
+    # A causal-LM checkpoint: its tensors are named model.* and its LM head is tied.
+    assert load_saved_model(tiny_model_dir("llama")) is None
+    assert load_model(sharded) is not None and load_model(tiny_model_dir("llama")) is not None
