@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from llm2vec_rag import LLM2Vec
+from llm2vec_rag.cache import CACHE_FORMAT, MANIFEST, describe_files
 from llm2vec_rag.model import PROOF_FILE, load_weights, pick_device
 from llm2vec_rag.resolve import resolve_chain, resolve_settings
 from tiny import CORPUS, make_lora_adapter
@@ -81,9 +82,34 @@ def test_a_cache_entry_is_proven_bidirectional_once(chain_dirs, cache_dir):
     with Forwards() as again:
         cached = LLM2Vec.from_pretrained(base, [adapter], cache=True, device="cpu")
     assert again.n == 0  # loaded from the entry: no forward pass before the first encode
-    np.testing.assert_allclose(cached.encode(CORPUS[:3]), built.encode(CORPUS[:3]),
-                               atol=1e-6)
-    (entry / PROOF_FILE).write_text(json.dumps({**proof, "transformers": "0.0"}))
-    with Forwards() as other_release:
-        LLM2Vec.from_pretrained(base, [adapter], cache=True, device="cpu")
-    assert other_release.n > 0  # another transformers release: proven again
+    np.testing.assert_array_equal(cached.encode(CORPUS[:3]), built.encode(CORPUS[:3]))
+
+
+def rewrite_entry(entry, proof: dict | None) -> None:
+    """Record ``proof`` in the entry (None: remove it, as in an entry written before proofs
+    were recorded) and rewrite its manifest to match, so the entry stays valid."""
+    if proof is None:
+        (entry / PROOF_FILE).unlink()
+    else:
+        (entry / PROOF_FILE).write_text(json.dumps(proof))
+    (entry / MANIFEST).write_text(json.dumps({"format": CACHE_FORMAT,
+                                              "files": describe_files(str(entry))}))
+
+
+@pytest.mark.parametrize("recorded", ["none", "other-transformers", "other-attention"])
+def test_an_entry_without_a_matching_proof_is_probed_on_load_not_rebuilt(chain_dirs, cache_dir,
+                                                                         recorded):
+    base, adapter = chain_dirs
+    built = LLM2Vec.from_pretrained(base, [adapter], cache=True, device="cpu")
+    [entry] = [p for p in (cache_dir / "fused").iterdir() if p.is_dir()]
+    proof = json.loads((entry / PROOF_FILE).read_text())
+    rewrite_entry(entry, {"none": None,
+                          "other-transformers": {**proof, "transformers": "0.0"},
+                          "other-attention": {**proof, "attn_implementation": "eager"}}[recorded])
+    weights = (entry / "model.safetensors").stat()
+    with Forwards() as load:
+        cached = LLM2Vec.from_pretrained(base, [adapter], cache=True, device="cpu")
+    assert load.n > 0  # the probe ran on the loaded weights
+    again = (entry / "model.safetensors").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (weights.st_ino, weights.st_mtime_ns)  # kept
+    np.testing.assert_array_equal(cached.encode(CORPUS[:3]), built.encode(CORPUS[:3]))
