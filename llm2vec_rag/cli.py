@@ -188,6 +188,10 @@ def command_modules(command: str | None) -> list[str]:
 
 
 OPENMP_WAIT = "OMP_WAIT_POLICY"
+# Commands left with OpenMP's own wait policy: the server's throughput and latency (the
+# serving table of benchmarks/README.md) were measured with it, and the passive policy has
+# not been measured there on idle cores.
+OPENMP_DEFAULT_WAIT = ("serve",)
 
 
 def passive_openmp_threads() -> None:
@@ -196,11 +200,12 @@ def passive_openmp_threads() -> None:
 
     Why: on a CPU shared with other jobs, a spinning thread holds its core while the thread
     it waits for is not running, and every parallel region of the forward pass waits on it:
-    one short text took 1.3-6.9 s to encode on 2 busy cores instead of 0.2 s, and 48 long
-    texts ran 2x slower (``benchmarks/README.md``, "Seconds to the first vector"); the vectors
-    are the same bits. libgomp reads the variable once, when torch loads it, so it is set
-    before torch is imported; like the malloc tuning, a setting of the whole process, so the
-    command sets it for its own process and the library never does."""
+    on 2 shared cores one short text took up to 2.4 s instead of 0.1 s, and 48 long texts
+    66 s instead of 28 s; idle, sleeping costs ~0.04 s on one text (``benchmarks/README.md``,
+    "Seconds to the first vector"). The vectors are the same bits. libgomp reads the
+    variable once, when torch loads it, so it is set before torch is imported; like the malloc
+    tuning, a setting of the whole process, so the command sets it for its own process and
+    the library never does."""
     os.environ.setdefault(OPENMP_WAIT, "PASSIVE")
 
 
@@ -211,11 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     as argparse's own usage errors do. Anything else is a bug and keeps its traceback (exit
     code 1), a ``ValueError`` or ``RuntimeError`` from numpy or torch included.
     ``LLM2VEC_RAG_DEBUG=1`` shows the traceback of every error."""
-    passive_openmp_threads()  # before anything imports torch
-    from .allocator import tune_from_env
-
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and not argv[0].startswith("-") else None
+    if command not in OPENMP_DEFAULT_WAIT:
+        passive_openmp_threads()  # before anything imports torch
+    from .allocator import tune_from_env
+
     args = build_parser(command).parse_args(argv)
     tune_from_env(default="tuned")  # a CLI process owns its allocator: keep freed memory
     try:

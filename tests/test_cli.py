@@ -98,6 +98,18 @@ def test_a_cached_encode_imports_only_what_it_needs(tiny_model_dir, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
 
 
+def test_serve_keeps_the_openmp_wait_policy_of_its_environment():
+    """The server's numbers were measured with OpenMP's own policy: main() leaves it unset."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    child = ("import os, sys\nfrom llm2vec_rag.cli import main\ntry:\n    main(sys.argv[1:])\n"
+             "except SystemExit:\n    pass\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    runs = {command: subprocess.run([sys.executable, "-c", child, command, "--help"],
+                                    capture_output=True, text=True, timeout=120, env=env)
+            for command in ("serve", "encode")}
+    assert runs["serve"].stdout.splitlines()[-1] == "None"
+    assert runs["encode"].stdout.splitlines()[-1] == "PASSIVE"
+
+
 def test_clear_errors(tiny_model_dir, tmp_path, capsys):
     src = tmp_path / "docs.jsonl"
     src.write_text(json.dumps({"body": "x"}) + "\n")
