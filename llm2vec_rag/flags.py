@@ -78,7 +78,7 @@ def use_default_model(args: argparse.Namespace) -> None:
 
     args.model, args.adapter = smollm2_gguf(), DEFAULT_ADAPTERS + args.adapter
     if getattr(args, "cache", None) is None:
-        args.cache = True  # a fused copy of this small model loads in ~2 s instead of ~25 s
+        args.cache = True  # a fused copy of this small model loads in ~0.7 s, not ~25 s
 
 
 def spec_from_args(args: argparse.Namespace, **options: Any) -> EncoderSpec:
