@@ -315,18 +315,21 @@ def load_saved_model(folder: str, *, enable_bidirectional: bool = True,
 
 @contextlib.contextmanager
 def reuse_gguf_reader():
-    """Within this block a GGUF file is parsed once, however often transformers opens it.
+    """Within this block a GGUF file is parsed once, however often transformers opens it,
+    and each tensor-name map is built once.
 
     transformers reads a GGUF separately for the tokenizer, the config and the weights (about
     4 s each for SmolLM2's 49k-token vocabulary); ``gguf.GGUFReader`` is read-only, so one
-    reader per file serves all three.
+    reader per file serves all three. While mapping the weights' names it also builds
+    ``gguf.get_tensor_name_map(arch, n_blocks)`` again for every module of the model (395
+    times for SmolLM2, a fifth of an uncached load); the map is read-only too.
     """
     try:
         import gguf
     except ImportError:  # no GGUF support installed: nothing to share
         yield
         return
-    original = gguf.GGUFReader
+    original, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], object] = {}
 
     def shared(path, mode: str = "r"):
@@ -337,11 +340,12 @@ def reuse_gguf_reader():
             readers[key] = original(path, mode)
         return readers[key]
 
-    gguf.GGUFReader = shared
+    shared_map = functools.lru_cache(maxsize=None)(original_map)
+    gguf.GGUFReader, gguf.get_tensor_name_map = shared, shared_map
     try:
         yield
     finally:
-        gguf.GGUFReader = original
+        gguf.GGUFReader, gguf.get_tensor_name_map = original, original_map
 
 
 @contextlib.contextmanager

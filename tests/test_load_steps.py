@@ -113,3 +113,21 @@ def test_an_entry_without_a_matching_proof_is_probed_on_load_not_rebuilt(chain_d
     again = (entry / "model.safetensors").stat()
     assert (again.st_ino, again.st_mtime_ns) == (weights.st_ino, weights.st_mtime_ns)  # kept
     np.testing.assert_array_equal(cached.encode(CORPUS[:3]), built.encode(CORPUS[:3]))
+
+
+def test_a_gguf_load_builds_each_tensor_name_map_once():
+    """transformers asks gguf for the tensor-name map once per module (395 times for
+    SmolLM2, a fifth of an uncached load); inside the load it is built once and shared, and
+    gguf is left as it was afterwards."""
+    gguf = pytest.importorskip("gguf")
+    from llm2vec_rag.loading import reuse_gguf_reader
+
+    arch = gguf.MODEL_ARCH.LLAMA
+    original = gguf.get_tensor_name_map
+    assert original(arch, 2) is not original(arch, 2)  # upstream builds a new map each call
+    with reuse_gguf_reader():
+        first = gguf.get_tensor_name_map(arch, 2)
+        assert gguf.get_tensor_name_map(arch, 2) is first
+        assert gguf.get_tensor_name_map(arch, 3) is not first  # keyed by its arguments
+        assert first.get_name("model.layers.1.mlp.down_proj") == "blk.1.ffn_down"
+    assert gguf.get_tensor_name_map is original
