@@ -13,6 +13,7 @@ in one line; any other exception keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -225,13 +226,41 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     tune_from_env(default="tuned")  # a CLI process owns its allocator: keep freed memory
     try:
-        use_default_model(args)
-        return int(args.func(args) or 0)
+        with one_line_warnings(f"llm2vec-rag {args.command}"):
+            use_default_model(args)
+            return int(args.func(args) or 0)
     except (UsageError, SetupError, OSError) as err:
         if os.environ.get("LLM2VEC_RAG_DEBUG"):
             raise
         print(f"llm2vec-rag {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def one_line_warnings(prefix: str) -> Iterator[None]:
+    """Our own warnings (a text truncated, a setting mapped) as one line each, like the
+    errors, instead of Python's ``file:line: UserWarning`` plus a line of our source; a
+    library's warnings keep their usual form, so their origin stays visible."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not _ours(filename) or os.environ.get("LLM2VEC_RAG_DEBUG"):
+            return original(message, category, filename, lineno, file, line)
+        print(f"{prefix}: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
+def _ours(filename: str) -> bool:
+    """Whether ``filename`` is a module of this package (its subpackages may live in other
+    folders of a checkout: export, integrations, training)."""
+    folders = {os.path.dirname(getattr(m, "__file__", None) or "") for name, m in
+               list(sys.modules.items()) if name.partition(".")[0] == "llm2vec_rag"}
+    return any(folder and os.path.dirname(filename) == folder for folder in folders)
 
 
 if __name__ == "__main__":

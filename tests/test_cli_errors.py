@@ -140,3 +140,37 @@ def test_a_file_that_is_not_gguf_is_one_line(texts, tmp_path, capsys):
     assert "Traceback" not in err
     assert f"{fake}: transformers cannot read this model's tokenizer" in err
     assert "GGUF magic bytes" in err
+
+
+def test_our_warnings_are_one_line(tiny_model_dir, tmp_path):
+    """A truncated text is worth a line, not Python's ``cli.py:90: UserWarning`` plus a line
+    of our source."""
+    src = tmp_path / "texts.txt"
+    src.write_text("hello\n" + "word " * 400 + "\n", encoding="utf-8")
+    done = _cli("encode", str(src), "-o", str(tmp_path / "v.npy"), "--model",
+                tiny_model_dir("llama"), "--max-length", "32")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith(
+        "llm2vec-rag encode: warning: 1 of 2 texts exceed max_length=32 tokens"), lines
+    assert "UserWarning" not in done.stderr and "cli.py" not in done.stderr
+    assert len(lines) == 2 and lines[1].startswith("encoded 2 texts ->"), lines
+
+
+def test_a_librarys_warnings_keep_their_origin():
+    import warnings
+
+    from llm2vec_rag.cli import one_line_warnings
+
+    shown: list[str] = []
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        shown.append(f"{filename}:{lineno}: {category.__name__}: {message}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        with one_line_warnings("llm2vec-rag encode"):
+            warnings.warn_explicit("from elsewhere", UserWarning, "/site/other/pkg.py", 3)
+        assert warnings.showwarning is record  # put back on the way out
+    assert shown == ["/site/other/pkg.py:3: UserWarning: from elsewhere"]

@@ -44,7 +44,45 @@ def test_bundled_adapters_are_small_half_precision_lora(adapter):
 
 
 @pytest.fixture(scope="module")
-def default_model(smollm2_gguf):
+def first_use(smollm2_gguf, tmp_path_factory):
+    """``llm2vec-rag encode`` of 14 texts on first use: an empty model cache of its own, so
+    the GGUF is parsed, the adapters merged and the cache entry written. The noise and the
+    bit-for-bit tests both read this one run (each first use costs a GGUF parse and three
+    merges)."""
+    import subprocess
+    import sys
+
+    path = os.path.join(DATA_DIR, "lee_background.cor")
+    if not os.path.isfile(path):
+        pytest.skip("gensim test data missing: run scripts/fetch_data.sh")
+    with open(path, encoding="latin-1") as f:
+        texts = [line.strip() for line in f if line.strip()][:12] + ["hello world", ""]
+    folder = tmp_path_factory.mktemp("first-use")
+    src, out, cache = folder / "texts.jsonl", folder / "built.npy", folder / "cache"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    env = {**os.environ, "LLM2VEC_RAG_CACHE": str(cache), "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONWARNINGS": ""}
+    done = subprocess.run([sys.executable, "-m", "llm2vec_rag.cli", "encode", str(src), "-o",
+                           str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    return {"done": done, "src": src, "out": out, "cache": cache, "env": env,
+            "texts": len(texts)}
+
+
+@pytest.fixture(scope="module")
+def default_model(first_use):
+    """The default model in this process, read from the entry the first-use run wrote (linked
+    into the session's cache, which the other test files then reuse too)."""
+    import shutil
+
+    from llm2vec_rag.cache import cache_root
+
+    fused = first_use["cache"] / "fused"
+    entries = [e for e in fused.iterdir() if e.is_dir()] if fused.is_dir() else []
+    for entry in entries:
+        linked = os.path.join(cache_root(), "fused", entry.name)
+        if not os.path.exists(linked):
+            shutil.copytree(entry, linked, copy_function=os.link)
     return load_default_model(device="cpu")
 
 
@@ -91,7 +129,7 @@ def test_default_model_retrieves_better_than_the_unsupervised_stages(default_mod
 
 
 @pytest.mark.slow
-def test_the_cached_cli_encode_gives_the_uncached_vectors_bit_for_bit(smollm2_gguf, tmp_path):
+def test_the_cached_cli_encode_gives_the_uncached_vectors_bit_for_bit(first_use):
     """The fused-model cache is a speed-up only: the second ``llm2vec-rag encode`` (reading the
     entry) writes the same bits as an uncached one. With the entry's weights read as views
     into its mapped file (8 bytes past a 64-byte boundary), the empty text's vector was
@@ -100,27 +138,21 @@ def test_the_cached_cli_encode_gives_the_uncached_vectors_bit_for_bit(smollm2_gg
     import subprocess
     import sys
 
-    path = os.path.join(DATA_DIR, "lee_background.cor")
-    if not os.path.isfile(path):
-        pytest.skip("gensim test data missing: run scripts/fetch_data.sh")
-    with open(path, encoding="latin-1") as f:
-        texts = [line.strip() for line in f if line.strip()][:12] + ["hello world", ""]
-    src = tmp_path / "texts.jsonl"
-    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-    env = {**os.environ, "LLM2VEC_RAG_CACHE": str(tmp_path / "cache"),
-           "OMP_WAIT_POLICY": "PASSIVE"}
+    assert first_use["done"].returncode == 0, first_use["done"].stderr[-3000:]
+    folder = first_use["out"].parent
 
     def encode(name: str, *flags: str) -> np.ndarray:
-        out = tmp_path / f"{name}.npy"
-        done = subprocess.run([sys.executable, "-m", "llm2vec_rag.cli", "encode", str(src),
-                               "-o", str(out), "--device", "cpu", *flags],
-                              capture_output=True, text=True, timeout=900, env=env)
+        out = folder / f"{name}.npy"
+        done = subprocess.run([sys.executable, "-m", "llm2vec_rag.cli", "encode",
+                               str(first_use["src"]), "-o", str(out), "--device", "cpu",
+                               *flags],
+                              capture_output=True, text=True, timeout=900, env=first_use["env"])
         assert done.returncode == 0, done.stderr[-3000:]
         return np.load(out)
 
-    built, cached = encode("built"), encode("cached")  # the first run writes the entry
-    assert (tmp_path / "cache" / "fused").is_dir()
-    uncached = encode("uncached", "--no-cache")
+    built = np.load(first_use["out"])  # the first run built the entry
+    assert (first_use["cache"] / "fused").is_dir()
+    cached, uncached = encode("cached"), encode("uncached", "--no-cache")
     np.testing.assert_array_equal(built, uncached)
     np.testing.assert_array_equal(cached, uncached)
 
@@ -162,19 +194,14 @@ def test_default_query_instruction_finds_the_central_bank_article(default_model)
 
 
 @pytest.mark.slow
-def test_loading_the_default_model_prints_no_library_noise(smollm2_gguf, tmp_path):
+def test_loading_the_default_model_prints_no_library_noise(first_use):
     """First use (empty model cache: GGUF parse, adapter merges, cache write) prints only our
-    own line: no GGUF/shard progress bars, no FutureWarning from peft's adapter loading."""
-    import subprocess
-    import sys
-
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-    env = {**os.environ, "LLM2VEC_RAG_CACHE": str(tmp_path / "cache"), "PYTHONWARNINGS": ""}
-    done = subprocess.run([sys.executable, "-m", "llm2vec_rag.cli", "encode", str(src), "-o",
-                           str(tmp_path / "out.npy"), "--device", "cpu"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    own lines: no GGUF/shard progress bars, no FutureWarning from peft's adapter loading.
+    (One of the 12 articles is longer than 512 tokens: our truncation notice, one line.)"""
+    done = first_use["done"]
     assert done.returncode == 0, done.stderr
-    assert os.listdir(tmp_path / "cache")  # the first-load path ran
+    assert os.listdir(first_use["cache"])  # the first-load path ran
     assert done.stderr.strip().splitlines() == [
-        f"encoded 2 texts -> {tmp_path / 'out.npy'} (dim 576)"], done.stderr
+        "llm2vec-rag encode: warning: 1 of 14 texts exceed max_length=512 tokens and were "
+        "truncated.",
+        f"encoded {first_use['texts']} texts -> {first_use['out']} (dim 576)"], done.stderr
