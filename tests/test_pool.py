@@ -106,8 +106,11 @@ from llm2vec_rag.pool import EncodePool
 """
 
 
-def test_workers_die_with_a_parent_killed_by_sigkill(tiny_model_dir, tmp_path):
-    """Issue 31 (11): workers of a parent killed outside a ``with`` block ran forever."""
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_workers_die_with_a_parent_killed_by_a_signal(tiny_model_dir, tmp_path, signal_name):
+    """Issue 31 (11): workers of a parent killed outside a ``with`` block (SIGKILL, or
+    SIGTERM: Python's default action ends the process without its atexit hooks) ran
+    forever."""
     psutil = pytest.importorskip("psutil")
     script = tmp_path / "parent.py"
     script.write_text(PARENT.format(guard='if __name__ == "__main__":',
@@ -120,8 +123,8 @@ def test_workers_die_with_a_parent_killed_by_sigkill(tiny_model_dir, tmp_path):
         assert len(pids) == 2, "the pool did not start"
         workers = [psutil.Process(p) for p in pids]
         assert all(w.is_running() for w in workers)
-        parent.kill()
-        parent.wait(10)
+        parent.send_signal(getattr(signal, signal_name))
+        assert parent.wait(10) == -getattr(signal, signal_name)
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, f"workers outlived their parent: {[w.pid for w in alive]}"
     finally:

@@ -310,3 +310,56 @@ def test_two_sigints_under_load_exit_cleanly(smollm2_gguf, tmp_path):
 
 
 
+
+
+def test_a_worker_that_keeps_crashing_turns_health_503_over_http(tiny_encoder):
+    """Issue 31 (supervised batcher), seen by a client: each crash fails its request with a
+    500 (no hang), and once the worker gives up ``/health`` answers 503 ``worker_failed``, so
+    an orchestrator restarts the server instead of routing traffic to it."""
+    openai = pytest.importorskip("openai")
+    from llm2vec_rag import LLM2Vec
+    from llm2vec_rag.batcher import MAX_CRASHES
+    from llm2vec_rag.serve import ServeSettings, create_app
+
+    class CrashingEncoder(LLM2Vec):
+        """The real tiny encoder whose forward passes raise while ``crash`` is set: an error
+        outside any one request's handling, as a worker thread dying would."""
+
+        crash = False
+
+        def encode_tokenized(self, encoded, batch_size=32, max_batch_tokens=None):
+            if self.crash:
+                raise KeyboardInterrupt("simulated worker crash")
+            return super().encode_tokenized(encoded, batch_size, max_batch_tokens)
+
+    encoder = CrashingEncoder(tiny_encoder.model, tiny_encoder.tokenizer, tiny_encoder.config)
+    app = create_app(lambda: encoder, ServeSettings(model_name="tiny"))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not srv.started or httpx.get(url + "/health", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the server never became healthy"
+            time.sleep(0.1)
+        assert len(client.embeddings.create(model="tiny", input=CORPUS[:2]).data) == 2
+        encoder.crash = True
+        for _ in range(MAX_CRASHES):
+            with pytest.raises(openai.InternalServerError) as crashed:
+                client.embeddings.create(model="tiny", input=CORPUS[:1])
+            assert crashed.value.response.json()["error"]["code"] == "worker_crashed"
+        deadline = time.monotonic() + 30
+        while (health := httpx.get(url + "/health", timeout=10)).status_code == 200:
+            assert time.monotonic() < deadline, "/health stayed 200 after the worker gave up"
+            time.sleep(0.1)
+        assert health.status_code == 503 and health.json()["error"]["code"] == "worker_failed"
+        encoder.crash = False  # even a healthy model: the stopped worker takes no more work
+        with pytest.raises(openai.APIStatusError) as stopped:
+            client.embeddings.create(model="tiny", input=CORPUS[:1])
+        assert stopped.value.status_code in (500, 503)
+    finally:
+        srv.should_exit = True
+        thread.join(30)
