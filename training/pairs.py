@@ -165,28 +165,33 @@ def mine(pairs: list[Pair], encoder, s: PairSettings,
         for start in range(0, len(group), 256):
             scores = queries[start:start + 256] @ docs.T  # [q, N]
             for row, i in enumerate(range(start, min(start + 256, len(group)))):
-                own = scores[row, i]
                 ranked = np.argsort(-scores[row], kind="stable")[:depth]
                 if s.consistency_k and i not in ranked[: s.consistency_k]:
                     dropped[name, "inconsistent"] += 1
                     continue
-                negatives = []
-                for j in ranked:
-                    if len(negatives) == s.num_negatives:
-                        break
-                    if (j == i or float(docs[i] @ docs[j]) > s.duplicate_cosine
-                            or (group[i].kind == SYMMETRIC  # another passage of its document
-                                and group[j].source == group[i].source)
-                            or scores[row, j] > s.max_negative_ratio * own
-                            or _overlap(group[i].positive, group[j].positive)
-                            > s.duplicate_overlap):
-                        continue
-                    negatives.append(group[j].positive)
+                negatives = hard_negatives(group, docs, scores[row], i, ranked, s)
                 if len(negatives) < s.num_negatives:
                     dropped[name, "no_negative"] += 1
                     continue
                 out.append((group[i], negatives))
     return out
+
+
+def hard_negatives(group: list[Pair], docs, scores, i: int, ranked, s: PairSettings) -> list[str]:
+    """Up to ``s.num_negatives`` positives of other pairs, best-ranked first, for pair ``i``:
+    never its own, a near duplicate of it, another passage of its document, one scored too
+    close to its own positive (likely a missed positive) or one sharing most of its words."""
+    own, negatives = scores[i], []
+    for j in ranked:
+        if len(negatives) == s.num_negatives:
+            break
+        if (j == i or float(docs[i] @ docs[j]) > s.duplicate_cosine
+                or (group[i].kind == SYMMETRIC and group[j].source == group[i].source)
+                or scores[j] > s.max_negative_ratio * own
+                or _overlap(group[i].positive, group[j].positive) > s.duplicate_overlap):
+            continue
+        negatives.append(group[j].positive)
+    return negatives
 
 
 def build_pairs(sources: Sequence[str], output: str, encoder: object | Callable | None = None,
