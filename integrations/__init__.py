@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["ChunkOptions", "CollectionOptions", "Connection", "QdrantIndexer", "QdrantStore",
-           "WriteOptions"]
+__all__ = ["ChunkOptions", "CollectionOptions", "Columns", "Connection", "QdrantIndexer",
+           "QdrantStore", "Workers", "WriteOptions"]
 
 _WHERE = {"QdrantIndexer": ".qdrant", "IndexReport": ".qdrant", "Hit": ".qdrant",
           "QdrantStore": ".store", "Connection": ".options", "CollectionOptions": ".options",
-          "ChunkOptions": ".options", "WriteOptions": ".options"}
+          "ChunkOptions": ".options", "WriteOptions": ".options", "Workers": ".options",
+          "Columns": ".options"}
 
 
 def __getattr__(name: str):

@@ -33,7 +33,15 @@ from ._plan import IndexReport, Job, Planned, RunPlan, encoder_fingerprint
 from .chunking import TokenChunker, check_chunk_size
 from .embed import embed_chunks
 from .identity import EncoderIdentity, identity_of
-from .options import ChunkOptions, CollectionOptions, Connection, WriteOptions, split_keywords
+from .options import (
+    ChunkOptions,
+    CollectionOptions,
+    Columns,
+    Connection,
+    Workers,
+    WriteOptions,
+    split_keywords,
+)
 from .ray_pool import actor_cpus, check_pool_args, encoder_spec, init_ray, worker_spec
 from .sources import Skipped, SourceDoc, from_record
 from .store import QdrantStore, Uploader, finish_run
@@ -212,21 +220,19 @@ def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
                   collection: str = "docs", connection: Connection | None = None,
                   options: CollectionOptions | None = None,
                   chunking: ChunkOptions | None = None, writing: WriteOptions | None = None,
-                  concurrency: int = 1, num_gpus: float = 0, num_cpus: float = 1,
-                  threads_per_worker: int | None = None, encode_batch_size: int = 32,
-                  text_column: str = "text", id_column: str = "id",
-                  metadata_column: str | None = None, prune: bool = False,
-                  prepare_num_cpus: float = 0.5, show_progress: bool = False,
+                  workers: Workers | None = None, columns: Columns | None = None,
+                  prune: bool = False, show_progress: bool = False,
                   encoder_options: dict | None = None, **keywords: Any) -> IndexReport:
     """Index a Ray dataset of documents into Qdrant exactly as ``QdrantIndexer.index`` does.
 
-    Rows are documents: ``text_column``, ``id_column`` (optional: the text's hash, as in the
-    indexer) and metadata (the other columns, or the dict/JSON in ``metadata_column``).
-    ``concurrency`` actors with ``num_gpus`` / ``num_cpus`` each (``threads_per_worker``
-    torch threads) embed ``writing.batch_size`` documents per call. The store, collection,
-    chunking and writing options are ``QdrantIndexer``'s groups, or their flat keywords
-    (``path=``, ``url=``, ``api_key=``, ``retries=``, ``chunk_size=``, ``batch_size=``,
-    ``quantization=``...; ``late_chunking=True`` is ``ChunkOptions(late=True)``: the vectors
+    Rows are documents (``columns``: the text, the id, optional: the text's hash as in the
+    indexer, and the metadata: the other columns, or the dict/JSON in ``columns.metadata``).
+    ``workers.concurrency`` actors (``Workers``: GPUs, CPUs and torch threads each) embed
+    ``writing.batch_size`` documents per call. The store, collection, chunking and writing
+    options are ``QdrantIndexer``'s groups. Every group also takes its flat keywords, as
+    before (``path=``, ``url=``, ``api_key=``, ``retries=``, ``chunk_size=``, ``batch_size=``,
+    ``quantization=``, ``concurrency=``, ``num_cpus=``, ``threads_per_worker=``,
+    ``text_column=``...; ``late_chunking=True`` is ``ChunkOptions(late=True)``: the vectors
     ``QdrantIndexer(late_chunking=True)`` stores). The report counts what the collection
     holds afterwards, as the indexer's does.
     """
@@ -234,17 +240,18 @@ def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
     import ray.data
 
     groups = split_keywords(keywords, {Connection: connection, CollectionOptions: options,
-                                       ChunkOptions: chunking, WriteOptions: writing},
-                            "index_dataset")
+                                       ChunkOptions: chunking, WriteOptions: writing,
+                                       Workers: workers, Columns: columns}, "index_dataset")
     conn, chunking, batch_size = (groups[Connection], groups[ChunkOptions],
                                   groups[WriteOptions].batch_size)
+    w, cols = groups[Workers], groups[Columns]
     start = time.perf_counter()
-    check_pool_args(concurrency, num_gpus, batch_size)
+    check_pool_args(w.concurrency, w.num_gpus, batch_size)
     if not ray.is_initialized():
         init_ray()
-    num_cpus = actor_cpus(concurrency, num_cpus, prepare_num_cpus)
-    spec = worker_spec(encoder_spec(model, adapters, **(encoder_options or {})), num_gpus)
-    identity = probe_encoder(spec, num_gpus)
+    num_cpus = actor_cpus(w.concurrency, w.num_cpus, w.prepare_num_cpus)
+    spec = worker_spec(encoder_spec(model, adapters, **(encoder_options or {})), w.num_gpus)
+    identity = probe_encoder(spec, w.num_gpus)
     check_chunk_size(chunking.size, identity.text_tokens, identity.config.max_length)
     store = QdrantStore(collection, conn, groups[CollectionOptions])
     report = IndexReport()
@@ -254,16 +261,15 @@ def index_dataset(ds, model: str | EncoderSpec | Any, adapters: Sequence[str] = 
         identity = identity.as_recorded(prior)
         server = replace(conn, client=None) if store.remote else None
         snapshot = None if server else store.bookkeeping()
-        job = _Job(identity, collection, chunking, store.options, text_column, id_column,
-                   metadata_column, server, snapshot, uuid.uuid4().hex)
+        job = _Job(identity, collection, chunking, store.options, cols.text, cols.id,
+                   cols.metadata, server, snapshot, uuid.uuid4().hex)
         out = ds.map_batches(prepare, batch_size=batch_size, batch_format="pyarrow",
-                             fn_kwargs=dict(job=job), num_cpus=prepare_num_cpus)
+                             fn_kwargs=dict(job=job), num_cpus=w.prepare_num_cpus)
         out = out.map_batches(
             EmbedAndWrite, batch_size=batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=num_gpus or None,
-            num_cpus=num_cpus, fn_constructor_kwargs=dict(
-                spec=spec, job=job, encode_batch_size=encode_batch_size,
-                threads=threads_per_worker))
+            compute=ray.data.ActorPoolStrategy(size=w.concurrency),
+            num_gpus=w.num_gpus or None, num_cpus=num_cpus, fn_constructor_kwargs=dict(
+                spec=spec, job=job, encode_batch_size=w.encode_batch_size, threads=w.threads))
         out.context.execution_options.preserve_order = True  # "the last record wins"
         uploader = None if server else store.uploader()
         chunker = TokenChunker.from_options(identity.tokenizer, chunking)

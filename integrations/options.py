@@ -1,11 +1,13 @@
 """The option groups of the Qdrant store, the indexer and the Ray indexer.
 
-Four small dataclasses instead of twenty keyword arguments: where the store is
+Small dataclasses instead of twenty keyword arguments: where the store is
 (:class:`Connection`), how a new collection is built and searched (:class:`CollectionOptions`),
 how documents are cut (:class:`ChunkOptions`) and how they are embedded and written
-(:class:`WriteOptions`). The flat keywords that ``QdrantIndexer`` and ``index_dataset`` took
-before (``path=``, ``chunk_size=``, ``quantization=``...) still work: :func:`split_keywords`
-maps each onto its group.
+(:class:`WriteOptions`); for the Ray indexer also its actors (:class:`Workers`) and the
+dataset's columns (:class:`Columns`). The flat keywords that ``QdrantIndexer`` and
+``index_dataset`` took before (``path=``, ``chunk_size=``, ``quantization=``,
+``concurrency=``, ``text_column=``...) still work: :func:`split_keywords` maps each onto its
+group.
 """
 
 from __future__ import annotations
@@ -96,6 +98,31 @@ class WriteOptions:
             raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
+@dataclass
+class Workers:
+    """The Ray indexer's embedding actors: ``concurrency`` of them with ``num_gpus`` /
+    ``num_cpus`` each, ``threads`` torch threads each (None: torch's default),
+    ``encode_batch_size`` rows per forward pass; ``prepare_num_cpus`` per reading and
+    chunking task."""
+
+    concurrency: int = 1
+    num_gpus: float = 0
+    num_cpus: float = 1
+    threads: int | None = None
+    encode_batch_size: int = 32
+    prepare_num_cpus: float = 0.5
+
+
+@dataclass
+class Columns:
+    """Where a Ray dataset's rows keep the document: ``text``, ``id`` (optional: the text's
+    hash, as in the indexer) and ``metadata`` (a dict/JSON column; None: the other columns)."""
+
+    text: str = "text"
+    id: str = "id"
+    metadata: str | None = None
+
+
 # The flat keywords of QdrantIndexer / index_dataset: keyword -> (group, field).
 KEYWORDS: dict[str, tuple[type, str]] = {
     **{f.name: (Connection, f.name) for f in dataclasses.fields(Connection)},
@@ -104,6 +131,10 @@ KEYWORDS: dict[str, tuple[type, str]] = {
     "late_chunking": (ChunkOptions, "late"),
     "batch_size": (WriteOptions, "batch_size"),
     "max_batch_tokens": (WriteOptions, "max_batch_tokens"),
+    **{f.name: (Workers, f.name) for f in dataclasses.fields(Workers) if f.name != "threads"},
+    "threads_per_worker": (Workers, "threads"),
+    "text_column": (Columns, "text"), "id_column": (Columns, "id"),
+    "metadata_column": (Columns, "metadata"),
 }
 
 
@@ -126,4 +157,4 @@ def split_keywords(keywords: dict[str, Any], groups: dict[type, Any | None],
 
 def _arg(cls: type) -> str:
     return {Connection: "connection", CollectionOptions: "options", ChunkOptions: "chunking",
-            WriteOptions: "writing"}[cls]
+            WriteOptions: "writing", Workers: "workers", Columns: "columns"}[cls]

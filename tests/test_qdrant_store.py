@@ -41,6 +41,26 @@ def test_option_groups_and_the_flat_keywords_build_the_same_indexer(tiny_encoder
         Connection(path="x", url="http://127.0.0.1:1")
 
 
+def test_the_ray_indexers_flat_keywords_map_onto_its_groups(tiny_encoder):
+    from llm2vec_rag.integrations import Columns, Workers
+    from llm2vec_rag.integrations.options import split_keywords
+
+    groups = {Connection: None, ChunkOptions: None, WriteOptions: None, Workers: None,
+              Columns: None}
+    flat = split_keywords(dict(path="q", chunk_size=16, batch_size=4, concurrency=2,
+                               num_cpus=0.75, threads_per_worker=1, encode_batch_size=8,
+                               prepare_num_cpus=0.25, text_column="body", id_column="key",
+                               metadata_column="meta"), groups, "index_dataset")
+    assert flat[Workers] == Workers(concurrency=2, num_cpus=0.75, threads=1,
+                                    encode_batch_size=8, prepare_num_cpus=0.25)
+    assert flat[Columns] == Columns(text="body", id="key", metadata="meta")
+    assert (flat[ChunkOptions].size, flat[WriteOptions].batch_size) == (16, 4)
+    with pytest.raises(TypeError, match="concurrency= and workers= both given"):
+        split_keywords({"concurrency": 2}, {**groups, Workers: Workers()}, "index_dataset")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'concurrency'"):
+        QdrantIndexer(tiny_encoder, path=":memory:", concurrency=2)  # the Ray indexer's only
+
+
 def test_store_reads_writes_and_searches_by_vector(tiny_encoder):
     with QdrantIndexer(tiny_encoder, path=":memory:") as ix:
         ix.index([{"id": f"d{i}", "text": t} for i, t in enumerate(CORPUS)],

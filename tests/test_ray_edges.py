@@ -17,6 +17,13 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from llm2vec_rag import LLM2Vec  # noqa: E402
+from llm2vec_rag.integrations import (  # noqa: E402
+    ChunkOptions,
+    Columns,
+    Connection,
+    Workers,
+    WriteOptions,
+)
 from llm2vec_rag.integrations.qdrant import QdrantIndexer  # noqa: E402
 from llm2vec_rag.integrations.ray import embed_dataset, index_dataset  # noqa: E402
 from tiny import CORPUS  # noqa: E402
@@ -107,9 +114,11 @@ def test_a_metadata_column_that_is_not_an_object_skips_that_row(cluster, model, 
             for i in range(4)]
     rows += [{"id": "list", "text": CORPUS[5], "meta": "[1, 2]"},
              {"id": "broken", "text": CORPUS[6], "meta": "{not json"}]
-    report = index_dataset(ray.data.from_items(rows), model, collection="kb",
-                           path=str(tmp_path / "q"), chunk_size=16, batch_size=4,
-                           metadata_column="meta")
+    report = index_dataset(ray.data.from_items(rows), model, collection="kb",  # the groups
+                           connection=Connection(path=str(tmp_path / "q")),
+                           chunking=ChunkOptions(16), writing=WriteOptions(4),
+                           workers=Workers(concurrency=1, threads=1),
+                           columns=Columns(metadata="meta"))
     assert (report.indexed, report.skipped) == (4, 2)
     reasons = " ".join(why for _, why in report.skipped_examples)
     assert "must hold a JSON object" in reasons and "not valid JSON" in reasons
