@@ -185,12 +185,14 @@ def runtime_encoders(args, recipes: list[str], fp32_model) -> tuple[dict, dict]:
     if os.path.isfile(record):
         with open(record, encoding="utf-8") as f:
             made = json.load(f)
-    current = dict(source=fp32_model.source, calibration=args.calibration)
     folders = {recipe: os.path.join(root, RUNTIMES[recipe][1]) for recipe in recipes}
     fp32 = os.path.join(root, "onnx-fp32")
     needed = [fp32, *sorted(set(folders.values()) - {fp32})]  # the others are made from fp32
     for folder in needed:
         name = os.path.basename(folder)
+        # remade when the model, the calibration or the recipe itself changed
+        current = dict(source=fp32_model.source, calibration=args.calibration,
+                       recipe=export_recipe(name))
         if os.path.isfile(os.path.join(folder, "onnx_export.json")) and made.get(name) == current:
             continue
         start = time.perf_counter()
@@ -217,11 +219,23 @@ def runtime_encoders(args, recipes: list[str], fp32_model) -> tuple[dict, dict]:
         encoders[recipe] = cls.from_pretrained(folders[recipe], **extra, **options)
         # the recipe applied to this model (the export is made from these alone)
         identity[recipe] = json.dumps([recipe, content_id(fp32_model.source),
-                                       args.calibration])
+                                       args.calibration, export_recipe(folders[recipe])])
         if encoders[recipe].config.query_instruction != fp32_model.config.query_instruction:
             raise SystemExit(f"{folders[recipe]}: its query instruction differs from the "
                              "model's; delete --export-dir and rerun")
     return encoders, identity
+
+
+def export_recipe(folder: str) -> dict | None:
+    """How the export in ``folder`` (its name) is quantized, as the export records it
+    (``onnx_export.json`` "quantization"); None for fp32."""
+    from llm2vec_rag.export.int8 import RECIPES
+    from llm2vec_rag.export.openvino_export import RECIPE
+
+    name = os.path.basename(folder)
+    if name == "openvino-int8":
+        return RECIPE
+    return RECIPES.get(name.removeprefix("onnx-"))
 
 
 def runtime_versions() -> dict:

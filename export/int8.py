@@ -28,6 +28,21 @@ from .validate import feeds
 
 logger = logging.getLogger(__name__)
 
+# What each recipe does, recorded in the export's onnx_export.json ("quantization"): a
+# change here is a different graph, and whatever keys on the recipe (the gate's saved
+# scores) must see it.
+RECIPES = {
+    "int8": {"weights": "int8, blocks of 32, symmetric (MatMulNBits)",
+             "activations": "int8, blocks of 32, at run time (accuracy_level 4)"},
+    "int8-dynamic": {"weights": "int8 per output channel, 7-bit range (reduce_range)",
+                     "activations": "uint8 per tensor, at run time (MatMulInteger)",
+                     "mlp_down_projections": "as int8"},
+    "int8-static": {"weights": "int8 per output channel, symmetric, 7-bit range "
+                               "(reduce_range)",
+                    "activations": "uint8 per tensor, calibrated (MinMax, QDQ)",
+                    "mlp_down_projections": "as int8"},
+}
+
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, dynamic: bool = False) -> None:
     """Int8 weights for every linear layer; attention products and embeddings stay fp32.

@@ -30,7 +30,7 @@ from llm2vec_rag.errors import UsageError
 
 from .calibration import calibration_batches, describe, read_calibration
 from .fuse import load_for_export
-from .int8 import quantize_int8, quantize_int8_static
+from .int8 import RECIPES, quantize_int8, quantize_int8_static
 from .providers import available, open_session, provider_list
 from .staging import check_output, staged_output
 from .tokenizer import check_same_ids
@@ -276,7 +276,7 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, method: str = 
         got = [session.run([OUTPUT_NAME], feeds(b))[0] for b in batches]
         stats = agreement(got, reference)
         check_agreement(stats, method, tolerance=0.0, min_cosine=min_cosine)
-        info = {**fp32.info, "variant": method}
+        info = {**fp32.info, "variant": method, "quantization": RECIPES[method]}
         if texts is not None:
             info["calibration"] = describe(calibration, texts)
         info["validation"] = {**fp32.info.get("validation", {}),

@@ -32,6 +32,10 @@ from .validate import agreement, check_agreement, feeds, validation_batches
 QUANTIZATIONS = ("int8",)
 MIN_COSINE = {"openvino-fp32": 0.9999, "openvino-int8": 0.98}
 SMOOTH_QUANT_ALPHA = 0.5
+# recorded in onnx_export.json ("quantization"), as export/int8.py's RECIPES
+RECIPE = {"weights": "int8 per output channel, 7-bit range (OverflowFix.ENABLE)",
+          "activations": "uint8 per tensor, calibrated",
+          "smooth_quant_alpha": SMOOTH_QUANT_ALPHA}
 
 
 def export_openvino(
@@ -105,6 +109,8 @@ def export_openvino(
                         min_cosine=min_cosine)
         info = {**fp32.info, "variant": variant, "format": "openvino-ir",
                 "openvino": ov.__version__}
+        if quantize:
+            info["quantization"] = RECIPE
         info["validation"] = {**fp32.info.get("validation", {}),
                               f"{variant}_vs_fp32_onnx": stats}
         if texts is not None:

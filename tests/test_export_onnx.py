@@ -13,6 +13,7 @@ from test_export_common import QUERY_INSTRUCTION, TEXTS, cosine, exported, lefto
 
 from llm2vec_rag import LLM2Vec
 from llm2vec_rag.export import ExportValidationError, OnnxLLM2Vec, OutputExistsError, export_onnx
+from llm2vec_rag.export.int8 import RECIPES
 from llm2vec_rag.export.onnx import _torch_export
 from llm2vec_rag.export.validate import (
     OUTPUT_NAME,
@@ -129,6 +130,7 @@ def test_int8_quantize_from_folder(llama, llama_onnx, tmp_path, method, ops):
         assert weights and max(np.abs(w.astype(np.int32)).max() for w in weights) <= 64
     int8 = OnnxLLM2Vec.from_pretrained(out)
     assert int8.info["variant"] == method and int8.provider == "CPUExecutionProvider"
+    assert int8.info["quantization"] == RECIPES[method]  # the export says how it was made
     got, want = int8.encode_queries(TEXTS), llama.encode_queries(TEXTS)
     assert cosine(got, want).mean() > 0.99 and cosine(got, want).min() > 0.95
     assert np.abs(got - want).max() > 1e-4  # it really is a different (quantized) graph

@@ -118,6 +118,7 @@ def test_int8_ir_stays_close_and_is_really_int8(llama, llama_onnx, ov_int8):
     int8 = OpenVINOLLM2Vec.from_pretrained(ov_int8)  # the IR is picked over any model.onnx
     assert int8.info["variant"] == "openvino-int8"
     assert int8.info["calibration"]["source"] == "built-in"
+    assert "7-bit" in int8.info["quantization"]["weights"]  # safe without VNNI
     assert int8.info["validation"]["openvino-int8_vs_fp32_onnx"]["mean_cosine"] > 0.99
     got, want = int8.encode_queries(TEXTS), llama.encode_queries(TEXTS)
     assert cosine(got, want).mean() > 0.99 and cosine(got, want).min() > 0.95
