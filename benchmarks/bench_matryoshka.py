@@ -21,7 +21,8 @@ precision=p)`` would return them (``llm2vec_rag.quantize``):
 "vs reference" is the paired bootstrap (2000 resamples over queries, 95% interval) of the
 per-query nDCG@10 difference to the reference model at the same dimension and precision.
 Queries get each model's own query instruction (``encode_queries``). Output: ``rows.jsonl``
-and ``table.md`` in ``--out-dir``.
+and ``table.md`` in ``--out-dir``. ``--dims 576 --precisions float32`` scores the full-size
+float32 rows only (e.g. a model trained without Matryoshka dims).
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ def main() -> None:
                         help="NAME=ADAPTER[,ADAPTER...] ('default' = the bundled chain); "
                              "the first is the reference")
     parser.add_argument("--sets", nargs="+", default=SETS, help="held-out BEIR folders")
+    parser.add_argument("--dims", nargs="+", type=int, default=list(DIMS),
+                        help="embedding sizes to score (default: %(default)s)")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="output precisions to score (default: all)")
     parser.add_argument("--machine", default=platform.processor() or platform.machine())
     parser.add_argument("--work-dir", default=os.path.join(ROOT, "out", "bench-matryoshka"))
     parser.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks", "results",
@@ -162,9 +167,9 @@ def main() -> None:
         sets = {os.path.basename(f.rstrip("/")): vectors(encoder, f, args.work_dir, name)
                 for f in args.sets}
         print(f"{name}: encoded in {time.perf_counter() - start:.0f} s", flush=True)
-        for dim in DIMS:
+        for dim in args.dims:
             lee = pairs_spearman(truncate(lee_vecs, dim), lee_ratings)
-            for precision in PRECISIONS:
+            for precision in args.precisions:
                 row = dict(model=name, adapters=[os.path.relpath(a, ROOT) for a in adapters],
                            dim=dim, precision=precision,
                            lee=round(float(lee), 4) if precision == "float32" else None)

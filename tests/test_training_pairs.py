@@ -16,6 +16,7 @@ from llm2vec_rag.cli import main
 from llm2vec_rag.training.data import load_examples
 from llm2vec_rag.training.pair_sources import SYMMETRIC, extract
 from llm2vec_rag.training.pairs import PairSettings, build_pairs
+from tiny import make_tiny_bert
 
 MARKDOWN = """---
 title: front matter is skipped
@@ -373,40 +374,6 @@ def test_symmetric_pairs_have_no_instruction_and_no_negative_from_their_document
         "Given a section heading, retrieve the section it introduces"}
 
 
-def _tiny_bert(folder) -> str:
-    """A tiny random BERT with a WordPiece tokenizer trained here ([CLS] text [SEP]): the
-    shape of a sentence-transformers encoder such as all-MiniLM-L6-v2."""
-    import torch
-    import transformers
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-
-    from tiny import CORPUS
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(CORPUS * 3, trainers.WordPieceTrainer(
-        vocab_size=300, special_tokens=specials, show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]")
-    torch.manual_seed(0)
-    model = transformers.BertModel(transformers.BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128))
-    with torch.no_grad():  # BERT's init (std 0.02) makes every text look alike: spread it
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.2)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def test_a_bert_sentence_encoder_mines_pairs(corpus, tmp_path, capsys):
     """A BERT-style encoder (what scripts/mine_pairs.sh's all-MiniLM-L6-v2 miner is) loads
     through LLM2Vec.from_pretrained: mean pooling over the text's own tokens ([CLS] and [SEP]
@@ -416,7 +383,7 @@ def test_a_bert_sentence_encoder_mines_pairs(corpus, tmp_path, capsys):
 
     from llm2vec_rag import LLM2Vec
 
-    folder = _tiny_bert(tmp_path / "bert")
+    folder = make_tiny_bert(str(tmp_path / "bert"))
     texts = ["Glaciers form where snow accumulates.", "Tides are the rise and fall of seas "
              "caused by the moon, the sun and the rotation of the earth."]
     encoder = LLM2Vec.from_pretrained(folder, device="cpu")

@@ -89,6 +89,36 @@ def make_tiny_model(folder: str, arch: str = "llama", kind: str = "whitespace", 
     return folder
 
 
+def make_tiny_bert(folder: str, seed: int = 0) -> str:
+    """A tiny random BERT with a WordPiece tokenizer trained here ([CLS] text [SEP]): the
+    shape of a sentence-transformers encoder such as all-MiniLM-L6-v2."""
+    from tokenizers import normalizers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(CORPUS * 3, trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=specials, show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]")
+    torch.manual_seed(seed)
+    model = transformers.BertModel(transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128))
+    with torch.no_grad():  # BERT's init (std 0.02) makes every text look alike: spread it
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.2)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def make_lora_adapter(base_dir: str, out_dir: str, seed: int, std: float = 0.05,
                       targets: tuple[str, ...] = ("q_proj", "v_proj", "down_proj")) -> str:
     """A LoRA adapter for a tiny model, with random non-zero B so it really changes outputs."""

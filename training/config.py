@@ -176,11 +176,19 @@ class SupervisedConfig(TrainConfig):
     grad_cache_chunk_size: int | None = None
     matryoshka_dims: list[int] = field(default_factory=list)
     matryoshka_weights: list[float] = field(default_factory=list)
+    distill_teacher: str | None = None
+    distill_weight: float = 1.0
+    distill_temperature: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _temperature(self)
         _matryoshka(self)
+        if self.distill_weight < 0:
+            raise UsageError(f"distill_weight: must be >= 0, got {self.distill_weight}")
+        if self.distill_temperature <= 0:
+            raise UsageError(f"distill_temperature: must be > 0 (the teacher's softmax "
+                             f"temperature), got {self.distill_temperature}")
         if self.num_negatives < 0:
             raise UsageError(f"num_negatives: must be >= 0, got {self.num_negatives}")
         if self.grad_cache_chunk_size is not None:

@@ -18,6 +18,20 @@
     weighted sum of ``loss_on`` at each prefix (sentence-transformers' ``MatryoshkaLoss``).
     It is a plain function of the embeddings, so GradCache's cached-gradient path works as is.
 
+``distill_loss``
+    Args: ``queries`` [B, D], ``positives`` [B, D], ``negatives`` [N, D] (as
+    ``contrastive_loss``) and the teacher's embeddings of the same texts ``teacher_queries``
+    [B, D'], ``teacher_positives`` [B, D'], ``teacher_negatives`` [N, D'] (any width D': the
+    teacher is another model; constants, no gradient), ``scale`` (the student's 1/temperature,
+    the contrastive loss's), ``teacher_temperature``.
+    Computes score distillation (RocketQA-style; sentence-transformers' ``DistillKLDivLoss``):
+    over each query's candidates (every positive and hard negative of the batch, the
+    contrastive loss's columns), KL(teacher || student) between softmax(teacher_cos /
+    teacher_temperature) and softmax(student_cos * scale), averaged over queries. Zero, with
+    a zero gradient, when the two distributions agree. Gathered across processes like
+    ``contrastive_loss``; a plain function of the embeddings plus constants, so GradCache and
+    ``matryoshka`` (the teacher's embeddings passed by keyword, never truncated) work as is.
+
 ``mntp_loss``
     Args: ``hidden`` [B, T, D] from the bidirectional decoder, ``labels`` [B, T] with -100 except
     at masked positions, ``lm_head`` (the frozen output layer). The token at position i is
@@ -74,6 +88,37 @@ def contrastive_loss(queries: torch.Tensor, positives: torch.Tensor,
     scores = F.normalize(queries.float(), dim=-1) @ F.normalize(docs.float(), dim=-1).T
     labels = torch.arange(queries.shape[0], device=queries.device)  # [B]
     return F.cross_entropy(scores * scale, labels)
+
+
+def distill_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
+                 teacher_queries: torch.Tensor, teacher_positives: torch.Tensor,
+                 teacher_negatives: torch.Tensor | None, scale: float = 20.0,
+                 teacher_temperature: float = 0.05,
+                 gather_across_processes: bool = True) -> torch.Tensor:
+    """KL(teacher || student) of each query's score distribution over the batch's documents."""
+    if negatives is None:
+        negatives = positives[:0]
+    if teacher_negatives is None:
+        teacher_negatives = teacher_positives[:0]
+    shapes = [(queries.shape[0], teacher_queries.shape[0]),
+              (positives.shape[0], teacher_positives.shape[0]),
+              (negatives.shape[0], teacher_negatives.shape[0])]
+    if any(a != b for a, b in shapes):
+        raise ValueError(f"the teacher's embeddings must cover the same texts as the "
+                         f"student's (rows: student, teacher per group): {shapes}")
+    teacher = [t.detach() for t in (teacher_queries, teacher_positives, teacher_negatives)]
+    student = [queries, positives, negatives]
+    if gather_across_processes:
+        student, teacher = [gather(x) for x in student], [gather(x) for x in teacher]
+
+    def cosines(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        docs = torch.cat([p, n])  # [B + N, D]: the contrastive loss's columns, in its order
+        return F.normalize(q.float(), dim=-1) @ F.normalize(docs.float(), dim=-1).T
+
+    with torch.no_grad():
+        target = F.log_softmax(cosines(*teacher) / teacher_temperature, dim=-1)
+    log_student = F.log_softmax(cosines(*student) * scale, dim=-1)
+    return F.kl_div(log_student, target, log_target=True, reduction="batchmean")
 
 
 def matryoshka(loss_on: Callable[..., torch.Tensor], dims: list[int],

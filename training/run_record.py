@@ -47,7 +47,7 @@ def defining_settings(cfg: TrainConfig) -> dict:
 def input_paths(cfg: TrainConfig) -> list[str]:
     """The run's inputs that are local files or folders (hub ids and hf: datasets are not)."""
     model = os.path.join(cfg.model, cfg.gguf_file) if cfg.model and cfg.gguf_file else cfg.model
-    paths = [*cfg.data, model, *cfg.adapters]
+    paths = [*cfg.data, model, *cfg.adapters, getattr(cfg, "distill_teacher", None)]
     return [p for p in paths if p and not str(p).startswith("hf:") and os.path.exists(p)]
 
 

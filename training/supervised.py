@@ -5,6 +5,14 @@ documents carry none. Loss: in-batch plus hard negatives, scale 1/temperature (5
 paper), embeddings gathered across processes. Each global batch comes from one source
 dataset. ``grad_cache_chunk_size`` trades compute for memory without changing the gradient.
 ``matryoshka_dims`` applies the same loss to each truncated, renormalised prefix too.
+
+``distill_teacher`` (a sentence-transformers model: a folder or hub id, loaded with this
+package's loader on the CPU) adds score distillation: ``distill_weight`` x KL(teacher ||
+student) over each query's candidates (``losses.distill_loss``), the teacher's distribution
+at ``distill_temperature``, the student's at the contrastive ``temperature``. The collator
+embeds every batch's texts with the teacher (queries without any instruction: MiniLM-style
+teachers were trained without one), so the teacher's vectors are constants that travel with
+the batch: GradCache chunks only the student, and Matryoshka prefixes cut only the student.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from .base import add_lora, load_base_encoder, training_tokenizer
 from .config import SupervisedConfig, load_config
 from .data import Example, load_examples
 from .gradcache import grad_cache_step
-from .losses import contrastive_loss, matryoshka
+from .losses import contrastive_loss, distill_loss, matryoshka
 from .simcse import embed, tensors
 from .trainer import resume_checkpoint, run_stage
 
@@ -69,12 +77,31 @@ class OneDatasetPerBatchSampler(Sampler[int]):
         return iter([i for batch in batches for i in batch])
 
 
+class Teacher:
+    """A frozen encoder whose normalised float32 vectors the student is distilled toward."""
+
+    def __init__(self, model: str, batch_size: int = 64) -> None:
+        from llm2vec_rag.spec import load_encoder
+
+        self.encoder = load_encoder(model, device="cpu")
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            vectors = self.encoder.encode(texts, instruction="", batch_size=self.batch_size,
+                                          normalize=True, show_progress=False)
+        return torch.from_numpy(vectors).float()
+
+
 class PairCollator:
     """Examples -> ``q_*`` tensors (instruction-prefixed queries) and ``d_*`` tensors
-    (B positives, then the B x k hard negatives)."""
+    (B positives, then the B x k hard negatives); with a ``teacher``, also its vectors of the
+    same texts: ``teacher_q`` [B, D'] (queries without instruction) and ``teacher_d``."""
 
-    def __init__(self, tokenizer, max_length: int, pooling: str) -> None:
+    def __init__(self, tokenizer, max_length: int, pooling: str,
+                 teacher: Teacher | None = None) -> None:
         self.preprocessor = Preprocessor(tokenizer, max_length, append_eos=pooling == "eos")
+        self.teacher = teacher
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         rows = []
@@ -82,10 +109,14 @@ class PairCollator:
             rows += self.preprocessor.encode([e.query], e.instruction)
         queries = self.preprocessor.collate(rows, index=None)
         docs = [e.positive for e in examples] + [n for e in examples for n in e.negatives]
-        return {"q_input_ids": torch.from_numpy(queries.input_ids),
-                "q_attention_mask": torch.from_numpy(queries.attention_mask),
-                "q_embed_mask": torch.from_numpy(queries.embed_mask),
-                **tensors(self.preprocessor, docs, prefix="d_")}
+        batch = {"q_input_ids": torch.from_numpy(queries.input_ids),
+                 "q_attention_mask": torch.from_numpy(queries.attention_mask),
+                 "q_embed_mask": torch.from_numpy(queries.embed_mask),
+                 **tensors(self.preprocessor, docs, prefix="d_")}
+        if self.teacher is not None:
+            batch["teacher_q"] = self.teacher([e.query for e in examples])
+            batch["teacher_d"] = self.teacher(docs)
+        return batch
 
 
 def _group(inputs: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -107,28 +138,43 @@ def train_supervised(config: SupervisedConfig | dict | str,
                 len(set(names)))
     model = add_lora(load_base_encoder(cfg), cfg)
     scale = 1.0 / cfg.temperature
+    teacher = Teacher(cfg.distill_teacher) if cfg.distill_teacher and cfg.distill_weight else None
 
-    def contrast(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def contrast(q: torch.Tensor, d: torch.Tensor,
+                 teacher: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         b = q.shape[0]  # d holds B positives, then the hard negatives
-        return contrastive_loss(q, d[:b], d[b:], scale=scale,
+        loss = contrastive_loss(q, d[:b], d[b:], scale=scale,
                                 gather_across_processes=cfg.gather_across_processes)
+        if teacher is not None:
+            tq, td = teacher
+            loss = loss + cfg.distill_weight * distill_loss(
+                q, d[:b], d[b:], tq, td[:b], td[b:], scale=scale,
+                teacher_temperature=cfg.distill_temperature,
+                gather_across_processes=cfg.gather_across_processes)
+        return loss
 
     loss_on = (matryoshka(contrast, cfg.matryoshka_dims, cfg.matryoshka_weights)
                if cfg.matryoshka_dims else contrast)
 
+    def teacher_of(inputs) -> dict:
+        """The teacher's constant vectors, by keyword (Matryoshka truncates only positionals)."""
+        return {"teacher": (inputs["teacher_q"], inputs["teacher_d"])} if teacher else {}
+
     def loss_fn(model, inputs):
         return loss_on(embed(model, inputs, cfg.pooling, "q_"),
-                       embed(model, inputs, cfg.pooling, "d_"))
+                       embed(model, inputs, cfg.pooling, "d_"), **teacher_of(inputs))
 
     step_fn = None
     if cfg.grad_cache_chunk_size:
         def step_fn(model, inputs, backward):
             return grad_cache_step(
                 [_group(inputs, "q_"), _group(inputs, "d_")],
-                lambda piece: embed(model, piece, cfg.pooling), lambda reps: loss_on(*reps),
+                lambda piece: embed(model, piece, cfg.pooling),
+                lambda reps: loss_on(*reps, **teacher_of(inputs)),
                 backward, cfg.grad_cache_chunk_size, getattr(model, "no_sync", None))
 
     return run_stage(
-        cfg, model, examples, PairCollator(tokenizer, cfg.max_length, cfg.pooling), loss_fn,
+        cfg, model, examples, PairCollator(tokenizer, cfg.max_length, cfg.pooling, teacher),
+        loss_fn,
         step_fn=step_fn, callbacks=callbacks,
         sampler_fn=lambda batch: OneDatasetPerBatchSampler(names, batch, cfg.seed))
