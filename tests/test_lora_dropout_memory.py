@@ -96,3 +96,17 @@ def test_eval_and_no_grad_forward_match_peft(tiny_model_dir, tmp_path):
             expected = embed(ref, inputs, "mean")
             torch.manual_seed(3)
             assert torch.equal(embed(ours, inputs, "mean"), expected), f"train={train}"
+
+
+def test_adding_lora_prints_no_library_deprecations(tiny_model_dir, tmp_path):
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` in get_peft_model:
+    every training run printed that FutureWarning to users who can do nothing about it."""
+    import warnings
+
+    cfg = load_config("simcse", "simcse-cpu", {"model": tiny_model_dir("llama"),
+                                               "data": ["unused.txt"], "output_dir": str(tmp_path)})
+    model = load_base_encoder(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        add_lora(model, cfg)
+    assert not [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]

@@ -19,6 +19,7 @@ from llm2vec_rag.loading import (
     base_names,
     check_bidirectional,
     load_model,
+    quiet_peft_warnings,
     resolve_source,
 )
 from llm2vec_rag.model import pick_dtype
@@ -81,7 +82,8 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, dropout: float | None = N
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, bias="none",
                       lora_dropout=cfg.lora_dropout if dropout is None else dropout,
                       target_modules=cfg.lora_target_modules)
-    peft_model = get_peft_model(model, lora)
+    with quiet_peft_warnings():  # peft reads a deprecated transformers attribute
+        peft_model = get_peft_model(model, lora)
     peft_model.peft_config["default"].base_model_name_or_path = base_reference(cfg)
     recompute_lora_dropout(peft_model)
     return peft_model
