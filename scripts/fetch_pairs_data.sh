@@ -5,13 +5,15 @@
 # Wikipedia sample (scripts/fetch_data.sh). Python's documentation (python3.*-doc) is NOT
 # fetched: it is reserved for held-out evaluation and must not be used for training or tuning.
 #   wordnet: its data ships in wordnet-base; dict-wn is the same WordNet 3.0 as a dictd database.
-#   debian-reference-en and bash-doc (the Bash Reference Manual): only for the held-out
-#   retrieval sets (benchmarks/build_heldout.py), never for training.
+#   debian-reference-en, bash-doc (the Bash Reference Manual) and debian-faq: only for the
+#   held-out retrieval sets (benchmarks/build_heldout.py), never for training.
+#   perl-doc (Perl's manual pages as POD: the Perl FAQ's questions and answers, tutorials)
+#   unpacks into data/perl-doc, apart, so that its man pages stay out of the man-page source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=data/debian
 PACKAGES=(dict-foldoc dict-gcide dict-jargon dict-wn wordnet-base manpages manpages-dev
-          debian-reference-en bash-doc)
+          debian-reference-en bash-doc debian-faq perl-doc)
 # Package names as arguments fetch only those (scripts/fetch_wordnet.sh: wordnet-base).
 if [ $# -gt 0 ]; then PACKAGES=("$@"); fi
 bash scripts/fetch_data.sh
@@ -29,6 +31,11 @@ trap 'rm -rf "$TMP"' EXIT
   || { echo "apt-get download failed: run 'apt-get update' (as root) or check the names" >&2
        exit 1; }
 mkdir -p "$DEST"
-for deb in "$TMP"/*.deb; do dpkg-deb -x "$deb" "$DEST"; done
+for deb in "$TMP"/*.deb; do
+  case $(basename "$deb") in
+    perl-doc_*) dpkg-deb -x "$deb" data/perl-doc ;;
+    *) dpkg-deb -x "$deb" "$DEST" ;;
+  esac
+done
 ls "$TMP"/*.deb | xargs -n1 basename >> "$DEST/.complete"
 du -sh "$DEST/usr/share/dictd" "$DEST/usr/share/man" "$DEST/usr/share/debian-reference"

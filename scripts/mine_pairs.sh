@@ -16,6 +16,9 @@
 #     pairs it already ranks well (3,830 pairs from the same candidates, in 19.5 min with
 #     --dtype bfloat16; without the symmetric sources 2,908 in 4.5 min).
 #   MINER_ARGS="--model M --adapter A ...": any other encoder.
+# SOURCES=perl-doc mines Perl's documentation instead (data/perl-doc, POD): the Perl FAQ
+#   (questions -> answers), the tutorials and the core manual pages listed below, as one
+#   dataset `perl-doc` (OUT=data/pairs/perl.jsonl MAX_PER_DATASET=2000: 725 pairs, 15 s).
 # MAX_PER_DATASET=600 by default. Extra arguments go to `llm2vec-rag train pairs`.
 # Output: data/pairs/pairs.jsonl and data/pairs/pairs.report.json (counts per source/filter).
 set -euo pipefail
@@ -39,10 +42,21 @@ UNSUPERVISED_ADAPTERS as A, smollm2_gguf; print('--model', smollm2_gguf(), \
 else
   echo "MINER=$MINER_KIND: expected minilm or bundled (or set MINER_ARGS)" >&2; exit 2
 fi
-.venv/bin/llm2vec-rag train pairs "${MINER[@]}" \
-  data/debian/usr/share/dictd data/debian/usr/share/man \
-  data/gensim/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
-  data/gensim/lee_background.cor \
+if [ "${SOURCES:-bundle}" = perl-doc ]; then
+  POD=$(echo data/perl-doc/usr/share/perl/*/pod)
+  SRC=("$POD"/perlfaq*.pod "$POD"/perlunifaq.pod "$POD"/*tut.pod "$POD"/perlrequick.pod)
+  for page in intro syn op re data sub run var style trap perf debug ipc sec unicode mod obj \
+      ref form locale port; do SRC+=("$POD/perl$page.pod"); done
+  mapfile -t SRC < <(printf '%s\n' "${SRC[@]}" | LC_ALL=C sort -u)  # a stable order
+  SRC+=(--dataset perl-doc)
+elif [ "${SOURCES:-bundle}" = bundle ]; then
+  SRC=(data/debian/usr/share/dictd data/debian/usr/share/man
+       data/gensim/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2
+       data/gensim/lee_background.cor)
+else
+  echo "SOURCES=$SOURCES: expected bundle or perl-doc" >&2; exit 2
+fi
+.venv/bin/llm2vec-rag train pairs "${MINER[@]}" "${SRC[@]}" \
   -o "$OUT" --report "${OUT%.jsonl}.report.json" \
   --max-per-dataset "${MAX_PER_DATASET:-600}" --max-words 96 --max-length 128 \
   --num-negatives 1 --consistency-k 10 --batch-size 64 --device cpu "$@" >/dev/null

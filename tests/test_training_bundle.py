@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -76,12 +77,24 @@ def test_select_pairs_keeps_or_drops_symmetric_pairs_and_instructions(tmp_path, 
 
     def selected(*flags: str) -> list[dict]:
         out = tmp_path / "train.jsonl"
-        assert main(["train", "select-pairs", str(mined), "-o", str(out), *flags]) == 0
+        assert main(["train", "select-pairs", str(mined), *flags, "-o", str(out)]) == 0
         return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
     assert selected() == [{"query": "q1", "positive": "p1"}, rows[1], rows[2]]
     assert selected("--instructions", "mined", "--no-symmetric") == [rows[0], rows[2]]
     assert "2 pairs" in capsys.readouterr().err
+    other = tmp_path / "more.jsonl"  # a second source, sampled: the first 2 of a seeded shuffle
+    more = [{"query": f"m{i}", "positive": f"n{i}"} for i in range(10)]
+    other.write_text("".join(json.dumps(r) + "\n" for r in more), encoding="utf-8")
+    mixed = selected(f"{other}:2", "--seed", "3")
+    shuffled = more[:]
+    random.Random(3).shuffle(shuffled)
+    assert mixed[:3] == [{"query": "q1", "positive": "p1"}, rows[1], rows[2]]
+    assert mixed[3:] == shuffled[:2]
+    out = tmp_path / "x.jsonl"
+    assert main(["train", "select-pairs", f"{other}:11", "-o", str(out)]) == 2
+    assert f"{other}: 11 pairs asked for, the file has 10" in capsys.readouterr().err
+    assert not out.exists()  # bad input writes no partial file
     mined.write_text('{"query": "q"}\nnot json\n', encoding="utf-8")
     assert main(["train", "select-pairs", str(mined), "-o", str(tmp_path / "x.jsonl")]) == 2
     assert f"{mined}:2: invalid JSON" in capsys.readouterr().err

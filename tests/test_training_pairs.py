@@ -198,6 +198,63 @@ def test_each_format_gives_its_structural_pairs(corpus):
     assert faq["Where are vectors stored?"].positive.startswith("In a Qdrant collection")
 
 
+POD = """=head1 NAME
+
+vecfaq - Frequently asked questions about vector search
+
+=head1 DESCRIPTION
+
+This section answers questions about indexes.
+
+=head2 How do I rebuild an index?
+X<rebuild> X<index, rebuild>
+
+Run C<vecsearch --rebuild>: it reads every document again. Use C<< $index->rebuild() >>
+from code, and see L<vecsearch/OPTIONS> or L<the manual|vecsearch> for E<lt>optionsE<gt>.
+
+    vecsearch --rebuild docs/
+
+=over 4
+
+=item * Old points are dropped.
+
+=back
+
+=begin html
+
+<p>Not prose.</p>
+
+=end html
+
+=cut
+
+sub not_documentation { 1 }
+
+=head2 Why are B<my> results empty?
+
+The collection has no points yet.
+
+=cut
+"""
+
+
+def test_pod_headings_give_sections_and_questions_give_qa_pairs(tmp_path):
+    path = tmp_path / "vecfaq.pod"
+    path.write_text(POD, encoding="utf-8")
+    pod = by_query(extract(str(path)))
+    assert set(pod) == {"NAME", "DESCRIPTION", "How do I rebuild an index?",
+                        "Why are my results empty?"}
+    rebuild = pod["How do I rebuild an index?"]
+    assert rebuild.kind == "qa" and rebuild.dataset == "faq"
+    assert rebuild.source == f"{path}:9"
+    assert rebuild.positive == (
+        "Run vecsearch --rebuild: it reads every document again. Use $index->rebuild() from "
+        "code, and see vecsearch OPTIONS or the manual for <options>. vecsearch --rebuild "
+        "docs/ Old points are dropped.")  # no index entries, no html block, no code after =cut
+    assert pod["Why are my results empty?"].positive == "The collection has no points yet."
+    assert pod["DESCRIPTION"].kind == "heading"
+
+
 def test_filters_are_counted_per_dataset(corpus, tmp_path):
     out = tmp_path / "pairs.jsonl"
     report = build_pairs([str(corpus)], str(out), settings=PairSettings(

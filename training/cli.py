@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_pairs(args: argparse.Namespace) -> int:
     """Mine supervised pairs (query, positive, hard negatives) from the structure of your own
-    text: Markdown/reStructuredText headings and sections, MediaWiki titles and sections,
+    text: Markdown/reStructuredText/POD headings and sections, MediaWiki titles and sections,
     JSONL title/text or question/answer, dictd terms and definitions, man-page NAME lines
     and DESCRIPTION, Q:/A: text. Hard negatives and the consistency filter use the encoder
     of the model flags (default: the bundled model). Prints the report as JSON."""
@@ -151,11 +151,12 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_select_pairs(args: argparse.Namespace) -> int:
     """Write the mined pairs a supervised run trains on: symmetric pairs kept or dropped,
     each asymmetric pair's own instruction kept (mined) or removed (single: the stage's
-    query_instruction then applies to all)."""
-    from .pair_select import select_pairs
+    query_instruction then applies to all). Several files are concatenated; FILE:N takes a
+    seeded sample of N pairs of that file."""
+    from .pair_select import parse_source, select_pairs
 
-    counts = select_pairs(args.pairs, args.output, args.instructions,
-                          symmetric=not args.no_symmetric)
+    counts = select_pairs([parse_source(p) for p in args.pairs], args.output,
+                          args.instructions, symmetric=not args.no_symmetric, seed=args.seed)
     print(f"{counts['kept']} pairs -> {args.output} ({counts['dropped']} symmetric dropped)",
           file=sys.stderr)
     return 0
@@ -221,8 +222,8 @@ def _add_pairs_command(stages, model_flags: argparse.ArgumentParser) -> None:
                           "positive, hard negatives) from your corpus' structure",
                           description=cmd_pairs.__doc__)
     p.add_argument("sources", nargs="+", metavar="SRC",
-                   help="files or folders (.md, .rst, .xml[.bz2], .jsonl, dictd .index, man "
-                        "pages NAME.N[.gz], Q:/A: .txt, one document a line .cor)")
+                   help="files or folders (.md, .rst, .pod, .xml[.bz2], .jsonl, dictd .index, "
+                        "man pages NAME.N[.gz], Q:/A: .txt, one document a line .cor)")
     p.add_argument("-o", "--output", required=True, help="pairs.jsonl (supervised schema)")
     p.add_argument("--report", default=None, help="also write the report to this JSON file")
     p.add_argument("--min-words", type=int, default=d.min_words,
@@ -308,8 +309,10 @@ def _add_select_pairs_command(stages) -> None:
 
     p = stages.add_parser("select-pairs", help="choose the mined pairs a supervised run "
                           "trains on", description=cmd_select_pairs.__doc__)
-    p.add_argument("pairs", help="mined pairs (JSONL from `train pairs`)")
+    p.add_argument("pairs", nargs="+", metavar="PAIRS[:N]",
+                   help="mined pairs (JSONL from `train pairs`); :N samples N of them")
     p.add_argument("-o", "--output", required=True, help="the training pairs (JSONL)")
+    p.add_argument("--seed", type=int, default=0, help="of the :N samples (default 0)")
     p.add_argument("--instructions", default="single", choices=INSTRUCTION_CHOICES,
                    help="single: drop the instructions the pairs were mined with (default); "
                         "mined: keep them")

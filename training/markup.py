@@ -1,6 +1,6 @@
-"""Markup to plain text for pair mining: Markdown, reStructuredText, MediaWiki, groff (man)
-and dictd entries. Rough by design: it keeps the words a reader sees and drops the syntax, so
-that a query is matched to prose, not to markup."""
+"""Markup to plain text for pair mining: Markdown, reStructuredText, POD, MediaWiki, groff
+(man) and dictd entries. Rough by design: it keeps the words a reader sees and drops the
+syntax, so that a query is matched to prose, not to markup."""
 
 from __future__ import annotations
 
@@ -61,6 +61,51 @@ def rst_text(text: str) -> str:
     text = re.sub(r"(\*\*|\*)(\S[^*]*?)\1", r"\2", text)
     text = re.sub(r"::$", ":", text, flags=re.M)
     return squash(text)
+
+
+# POD (Perl's documentation) ---------------------------------------------------------------
+
+_POD_CODE = re.compile(r"([A-Z])(<{2,})\s(.*?)\s(>{2,})|([A-Z])<([^<>]*)>", re.S)
+
+
+def pod_inline(text: str) -> str:
+    """Formatting codes to their text: ``C<$x>``, ``C<< $x->y >>``, ``L<text|target>``,
+    ``L<perlfunc/open>``, ``E<lt>``; ``X<>`` and ``Z<>`` (index entries) dropped."""
+    def one(m: re.Match) -> str:
+        code, body = (m.group(1), m.group(3)) if m.group(1) else (m.group(5), m.group(6))
+        if code in "XZ":
+            return ""
+        if code == "E":
+            return {"lt": "<", "gt": ">", "verbar": "|", "sol": "/"}.get(body, "")
+        if code == "L":
+            if "|" in body:
+                body = body.split("|", 1)[0]
+            elif "://" not in body:  # L<perlfunc/open>: a page and its section
+                body = body.replace("/", " ")
+            return body.strip('"')
+        return body
+    for _ in range(4):  # nested codes, innermost first
+        text, n = _POD_CODE.subn(one, text)
+        if not n:
+            break
+    return text
+
+
+def pod_text(text: str) -> str:
+    """A POD section's prose: commands (``=over``, ``=item`` ...) keep only their text,
+    ``=begin``/``=end`` and ``=for`` blocks are dropped, verbatim (indented) code is kept."""
+    out, skipping = [], False
+    for line in text.split("\n"):
+        command = re.match(r"^=(\w+)\s*(.*)$", line)
+        if command:
+            name, rest = command.groups()
+            skipping = name == "begin" or (skipping and name != "end")
+            if name == "item":
+                out.append(rest.lstrip("*0123456789. "))
+            continue
+        if not skipping:
+            out.append(line)
+    return squash(pod_inline("\n".join(out)))
 
 
 # MediaWiki --------------------------------------------------------------------------------

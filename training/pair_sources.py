@@ -3,6 +3,8 @@
 - Markdown (``.md``) and reStructuredText (``.rst``): a heading -> the text of its section
   (up to the next heading); a heading that is a question -> a question/answer pair. A heading
   of one or two words is prefixed with its parent heading ("mylib: Installation").
+- POD (``.pod``, Perl's documentation): the same, with ``=head1`` ... ``=head4`` headings
+  (the Perl FAQ's "How do I ...?" headings make question/answer pairs).
 - Question/answer text (``.txt``, ``.md``): ``Q:`` / ``A:`` (or ``Question:`` / ``Answer:``)
   lines.
 - MediaWiki XML dumps (``.xml``, ``.xml.bz2``, e.g. gensim's Wikipedia sample): an article's
@@ -36,7 +38,16 @@ from llm2vec_rag.errors import UsageError
 from llm2vec_rag.files import read_jsonl
 
 from .data import split_sentences
-from .markup import dict_definition, groff_text, markdown_text, rst_text, squash, strip_wiki
+from .markup import (
+    dict_definition,
+    groff_text,
+    markdown_text,
+    pod_inline,
+    pod_text,
+    rst_text,
+    squash,
+    strip_wiki,
+)
 
 INSTRUCTIONS = {
     "heading": "Given a section heading, retrieve the section it introduces",
@@ -112,6 +123,8 @@ def format_of(path: str) -> str | None:
         return "markdown"
     if name.endswith((".rst", ".rest")):
         return "rst"
+    if name.endswith(".pod"):
+        return "pod"
     if name.endswith(".index"):
         return "dictd"
     if name.endswith((".xml", ".xml.bz2", ".xml.gz")) or ".xml-p" in name:
@@ -132,8 +145,9 @@ def extract(path: str) -> list[Pair]:
     kind = format_of(path)
     if kind is None:
         raise UsageError(f"{path}: not a format pairs are mined from (Markdown .md, "
-                         "reStructuredText .rst, MediaWiki .xml[.bz2], .jsonl, dictd .index, "
-                         "man pages NAME.N[.gz], Q:/A: .txt, one document a line .cor)")
+                         "reStructuredText .rst, POD .pod, MediaWiki .xml[.bz2], .jsonl, "
+                         "dictd .index, man pages NAME.N[.gz], Q:/A: .txt, "
+                         "one document a line .cor)")
     return list(EXTRACTORS[kind](path))
 
 
@@ -202,6 +216,17 @@ def rst_pairs(path: str) -> Iterator[Pair]:
             continue
         i += 1
     yield from _section_pairs(path, lines, headings, rst_text)
+
+
+def pod_pairs(path: str) -> Iterator[Pair]:
+    lines, code = read_text(path).split("\n"), False
+    for i, line in enumerate(lines):  # code between =cut and the next command is no prose
+        code = line.startswith("=cut") or (code and not line.startswith("="))
+        lines[i] = "" if code else line
+    headings = [(i, int(m.group(1)), squash(pod_inline(m.group(2))), i + 1)
+                for i, m in enumerate(re.match(r"^=head([1-4])\s+(.*\S)", x) for x in lines)
+                if m]
+    yield from (p for p in _section_pairs(path, lines, headings, pod_text) if p.positive)
 
 
 def qa_pairs(path: str, lines: list[str], clean=squash) -> Iterator[Pair]:
@@ -406,6 +431,6 @@ def man_pairs(path: str) -> Iterator[Pair]:
     yield Pair(groff_text(name), groff_text(description), "man", "man", f"{path}:{name_line}")
 
 
-EXTRACTORS = {"markdown": markdown_pairs, "rst": rst_pairs, "faq": faq_pairs,
+EXTRACTORS = {"markdown": markdown_pairs, "rst": rst_pairs, "pod": pod_pairs, "faq": faq_pairs,
               "wiki": wiki_pairs, "jsonl": jsonl_pairs, "dictd": dictd_pairs, "man": man_pairs,
               "documents": document_pairs}
