@@ -14,8 +14,17 @@ cd "$(dirname "$0")/.."
 DEST=data/debian
 PACKAGES=(dict-foldoc dict-gcide dict-jargon dict-wn wordnet-base manpages manpages-dev
           debian-reference-en bash-doc debian-faq perl-doc)
+# The argument `faq` fetches instead the documentation of software whose FAQ is a Markdown or
+# reStructuredText file with one question per heading (SOURCES=faq scripts/mine_pairs.sh),
+# into data/faq. None is documentation of Python or of a Python library.
+FAQ_PACKAGES=(apt-listbugs afl++-doc alot-doc borgbackup-doc btrbk ceres-solver-doc
+              charliecloud-doc clang-16-doc copyq-doc emscripten-doc glances-doc highway-doc
+              ironic-doc khal-doc kitty-doc llvm-16-doc lmod-doc mercurial-evolve
+              nextcloud-desktop-doc phpmyadmin pocl-doc puppetdb-doc rmlint-doc supervisor-doc
+              ycm-cmake-modules zoneminder-doc)
 # Package names as arguments fetch only those (scripts/fetch_wordnet.sh: wordnet-base).
-if [ $# -gt 0 ]; then PACKAGES=("$@"); fi
+if [ "${1:-}" = faq ]; then PACKAGES=("${FAQ_PACKAGES[@]}"); DEST=data/faq
+elif [ $# -gt 0 ]; then PACKAGES=("$@"); fi
 bash scripts/fetch_data.sh
 # .complete lists the .deb files unpacked so far: fetch only the packages it lacks.
 MISSING=()
@@ -38,4 +47,5 @@ for deb in "$TMP"/*.deb; do
   esac
 done
 ls "$TMP"/*.deb | xargs -n1 basename >> "$DEST/.complete"
+[ "$DEST" = data/faq ] && { du -sh "$DEST"; exit 0; }
 du -sh "$DEST/usr/share/dictd" "$DEST/usr/share/man" "$DEST/usr/share/debian-reference"

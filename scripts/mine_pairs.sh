@@ -19,6 +19,9 @@
 # SOURCES=perl-doc mines Perl's documentation instead (data/perl-doc, POD): the Perl FAQ
 #   (questions -> answers), the tutorials and the core manual pages listed below, as one
 #   dataset `perl-doc` (OUT=data/pairs/perl.jsonl MAX_PER_DATASET=2000: 725 pairs, 15 s).
+# SOURCES=faq mines the software documentation `scripts/fetch_pairs_data.sh faq` puts in
+#   data/faq (Markdown and Sphinx reStructuredText: headings -> sections, FAQ questions ->
+#   answers; no Python documentation).
 # MAX_PER_DATASET=600 by default. Extra arguments go to `llm2vec-rag train pairs`.
 # Output: data/pairs/pairs.jsonl and data/pairs/pairs.report.json (counts per source/filter).
 set -euo pipefail
@@ -49,12 +52,15 @@ if [ "${SOURCES:-bundle}" = perl-doc ]; then
       ref form locale port; do SRC+=("$POD/perl$page.pod"); done
   mapfile -t SRC < <(printf '%s\n' "${SRC[@]}" | LC_ALL=C sort -u)  # a stable order
   SRC+=(--dataset perl-doc)
+elif [ "${SOURCES:-bundle}" = faq ]; then
+  bash scripts/fetch_pairs_data.sh faq >/dev/null
+  SRC=(data/faq)
 elif [ "${SOURCES:-bundle}" = bundle ]; then
   SRC=(data/debian/usr/share/dictd data/debian/usr/share/man
        data/gensim/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2
        data/gensim/lee_background.cor)
 else
-  echo "SOURCES=$SOURCES: expected bundle or perl-doc" >&2; exit 2
+  echo "SOURCES=$SOURCES: expected bundle, perl-doc or faq" >&2; exit 2
 fi
 .venv/bin/llm2vec-rag train pairs "${MINER[@]}" "${SRC[@]}" \
   -o "$OUT" --report "${OUT%.jsonl}.report.json" \

@@ -255,6 +255,18 @@ def test_pod_headings_give_sections_and_questions_give_qa_pairs(tmp_path):
     assert pod["DESCRIPTION"].kind == "heading"
 
 
+def test_gzipped_markdown_and_sphinx_sources_are_read_as_their_markup(tmp_path, corpus):
+    """Debian ships documentation gzipped, and Sphinx's HTML keeps its sources as .rst.txt."""
+    with gzip.open(tmp_path / "FAQ.md.gz", "wt", encoding="utf-8") as f:
+        f.write(MARKDOWN)
+    (tmp_path / "faq.rst.txt").write_text(RST, encoding="utf-8")
+    assert extract(str(tmp_path / "FAQ.md.gz"))[0].query == "Vector search"
+    assert by_query(extract(str(tmp_path / "FAQ.md.gz"))).keys() == by_query(
+        extract(str(corpus / "guide.md"))).keys()
+    assert [p.positive for p in extract(str(tmp_path / "faq.rst.txt"))] == [
+        p.positive for p in extract(str(corpus / "lexicon.rst"))]
+
+
 def test_filters_are_counted_per_dataset(corpus, tmp_path):
     out = tmp_path / "pairs.jsonl"
     report = build_pairs([str(corpus)], str(out), settings=PairSettings(

@@ -1,6 +1,7 @@
 """(query, positive) pairs from the structure of a corpus, one extractor per format.
 
-- Markdown (``.md``) and reStructuredText (``.rst``): a heading -> the text of its section
+- Markdown (``.md``) and reStructuredText (``.rst``, and Sphinx's ``_sources/*.rst.txt``;
+  each also gzipped, as Debian ships documentation): a heading -> the text of its section
   (up to the next heading); a heading that is a question -> a question/answer pair. A heading
   of one or two words is prefixed with its parent heading ("mylib: Installation").
 - POD (``.pod``, Perl's documentation): the same, with ``=head1`` ... ``=head4`` headings
@@ -119,10 +120,10 @@ def read_text(path: str) -> str:
 def format_of(path: str) -> str | None:
     """The extractor for a file name, or None (not a format pairs are mined from)."""
     name = os.path.basename(path).lower()
-    if name.endswith((".md", ".markdown")):
+    if name.endswith((".md", ".markdown", ".md.gz", ".markdown.gz")):
         return "markdown"
-    if name.endswith((".rst", ".rest")):
-        return "rst"
+    if name.endswith((".rst", ".rest", ".rst.txt", ".rst.gz", ".rst.txt.gz")):
+        return "rst"  # .rst.txt: the copies of the sources in Sphinx's HTML output
     if name.endswith(".pod"):
         return "pod"
     if name.endswith(".index"):
