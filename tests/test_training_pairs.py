@@ -226,6 +226,9 @@ from code, and see L<vecsearch/OPTIONS> or L<the manual|vecsearch> for E<lt>opti
 
 =end html
 
+=for comment
+Not prose either.
+
 =cut
 
 sub not_documentation { 1 }
@@ -252,6 +255,7 @@ def test_pod_headings_give_sections_and_questions_give_qa_pairs(tmp_path):
         "code, and see vecsearch OPTIONS or the manual for <options>. vecsearch --rebuild "
         "docs/ Old points are dropped.")  # no index entries, no html block, no code after =cut
     assert pod["Why are my results empty?"].positive == "The collection has no points yet."
+    assert "Not prose" not in rebuild.positive
     assert pod["DESCRIPTION"].kind == "heading"
 
 

@@ -94,16 +94,18 @@ def pod_inline(text: str) -> str:
 def pod_text(text: str) -> str:
     """A POD section's prose: commands (``=over``, ``=item`` ...) keep only their text,
     ``=begin``/``=end`` and ``=for`` blocks are dropped, verbatim (indented) code is kept."""
-    out, skipping = [], False
+    out, skipping, for_paragraph = [], False, False
     for line in text.split("\n"):
         command = re.match(r"^=(\w+)\s*(.*)$", line)
         if command:
             name, rest = command.groups()
             skipping = name == "begin" or (skipping and name != "end")
+            for_paragraph = name == "for"  # its paragraph, up to a blank line
             if name == "item":
                 out.append(rest.lstrip("*0123456789. "))
             continue
-        if not skipping:
+        for_paragraph = for_paragraph and bool(line.strip())
+        if not skipping and not for_paragraph:
             out.append(line)
     return squash(pod_inline("\n".join(out)))
 
