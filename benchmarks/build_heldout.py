@@ -26,6 +26,8 @@ The Bash manual is cut the same way: every section, subsection and subsubsection
 Features"); navigation lines, the table of contents, the licence and the indexes are left out.
 Bash's own man page is not in the ``manpages`` package, so it is not in the training pairs.
 
+    python benchmarks/build_heldout.py --ensure data/heldout/debian-reference \
+        data/heldout/bash-reference data/heldout/debian-faq   # each from its recipe
     python benchmarks/build_heldout.py            # -> data/heldout/debian-reference/
     python benchmarks/build_heldout.py --source data/debian/usr/share/doc/bash/bashref.html \
         --out data/heldout/bash-reference
@@ -43,10 +45,22 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections import Counter
 from html.parser import HTMLParser
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT  # noqa: E402
+
 SOURCE = "data/debian/usr/share/debian-reference/debian-reference.en.txt.gz"
+# The named sets: folder name -> (source under the checkout, build options). ``ensure``
+# builds a missing one (scripts/eval_model.sh, benchmarks/gate.py and the benchmarks).
+RECIPES = {
+    "debian-reference": (SOURCE, {}),
+    "bash-reference": ("data/debian/usr/share/doc/bash/bashref.html", {}),
+    "debian-faq": ("data/debian/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz",
+                   {"join_wrapped": True, "questions_only": True}),
+}
 HEADING = re.compile(r"^((?:\d+|[A-Z])(?:\.\d+)+)\. (\S.*)$")
 CHAPTER = re.compile(r"^(?:Chapter \d+|Appendix [A-Z])\. (\S.*)$")
 
@@ -197,6 +211,23 @@ def build(source: str, out_dir: str, min_words: int = 20, join_wrapped: bool = F
             "sha256": digest}
 
 
+def ensure(folders: list[str]) -> None:
+    """Build each named set (``RECIPES``) whose folder has no corpus.jsonl yet; a folder
+    with another name must already be a BEIR set."""
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, "corpus.jsonl")):
+            continue
+        recipe = RECIPES.get(os.path.basename(os.path.normpath(folder)))
+        if recipe is None:
+            raise SystemExit(f"{folder}: no corpus.jsonl, and not a set this script builds "
+                             f"({', '.join(RECIPES)}); build it or pass an existing BEIR folder")
+        source, options = recipe
+        source = os.path.join(ROOT, source)
+        if not os.path.isfile(source):
+            raise SystemExit(f"{source} not found: run scripts/fetch_pairs_data.sh")
+        print(json.dumps(build(source, folder, **options)))
+
+
 def shingles(text: str, n: int = 12) -> set[str]:
     words = re.sub(r"\W+", " ", text.lower()).split()
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
@@ -233,7 +264,13 @@ def main() -> None:
                         help="only headings ending in '?' are queries; all sections documents")
     parser.add_argument("--check-overlap", nargs="*", default=None, metavar="PAIRS_JSONL",
                         help="also count held-out documents that share text with these files")
+    parser.add_argument("--ensure", nargs="+", metavar="FOLDER",
+                        help=f"instead: build these named sets ({', '.join(RECIPES)}) where "
+                        "missing, each from its own source and options")
     args = parser.parse_args()
+    if args.ensure:
+        ensure(args.ensure)
+        return
     if not os.path.isfile(args.source):
         raise SystemExit(f"{args.source} not found: run scripts/fetch_pairs_data.sh")
     report = build(args.source, args.out, args.min_words, args.join_wrapped_headings,

@@ -61,6 +61,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_heldout import ensure as ensure_sets  # noqa: E402  (builds missing named sets)
+
 from common import ROOT, mixed_corpus  # noqa: E402
 from llm2vec_rag.integrations.identity import content_id  # noqa: E402
 
@@ -76,24 +78,6 @@ RUNTIMES = {
 }
 SETS = [os.path.join(ROOT, "data", "heldout", "debian-reference"),
         os.path.join(ROOT, "data", "heldout", "bash-reference")]
-BASH_HTML = os.path.join(ROOT, "data", "debian", "usr", "share", "doc", "bash", "bashref.html")
-
-
-def ensure_sets(folders: list[str]) -> None:
-    """Build the default held-out sets when missing (as ``scripts/eval_model.sh`` does)."""
-    import subprocess
-
-    for folder in folders:
-        if os.path.isfile(os.path.join(folder, "corpus.jsonl")):
-            continue
-        cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "build_heldout.py"),
-               "--out", folder]
-        if os.path.basename(folder) == "bash-reference":
-            cmd += ["--source", BASH_HTML]
-        elif os.path.basename(folder) != "debian-reference":
-            raise SystemExit(f"{folder}: no corpus.jsonl; build it (benchmarks/build_heldout.py)"
-                             f" or pass an existing BEIR folder with --sets")
-        subprocess.run(cmd, check=True)
 
 
 def per_query_ndcg(encoder, folder: str, batch_size: int, limit_queries: int | None = None,

@@ -11,12 +11,7 @@ QUERY_INSTRUCTION=${QUERY_INSTRUCTION:-$(.venv/bin/python -c \
   "from llm2vec_rag.default_model import QUERY_INSTRUCTION as Q; print(Q)")}
 HELDOUT=(data/heldout/debian-reference data/heldout/bash-reference data/heldout/debian-faq)
 CLI=.venv/bin/llm2vec-rag
-[ -f "${HELDOUT[0]}/corpus.jsonl" ] || .venv/bin/python benchmarks/build_heldout.py --out "${HELDOUT[0]}"
-[ -f "${HELDOUT[1]}/corpus.jsonl" ] || .venv/bin/python benchmarks/build_heldout.py \
-  --out "${HELDOUT[1]}" --source data/debian/usr/share/doc/bash/bashref.html
-[ -f "${HELDOUT[2]}/corpus.jsonl" ] || .venv/bin/python benchmarks/build_heldout.py \
-  --out "${HELDOUT[2]}" --join-wrapped-headings --questions-only \
-  --source data/debian/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz
+.venv/bin/python benchmarks/build_heldout.py --ensure "${HELDOUT[@]}"
 GGUF=$(.venv/bin/python -c "from llm2vec_rag.default_model import smollm2_gguf; print(smollm2_gguf())")
 mkdir -p "$(dirname "$RESULTS")"
 $CLI eval --model "$GGUF" "$@" --device cpu --batch-size 16 \

@@ -9,6 +9,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BOOK = """The Example FAQ
 
 Chapter 1. Packages
@@ -67,3 +69,21 @@ def test_wrapped_questions_join_and_questions_only_keeps_all_documents(tmp_path)
     plain = read(tmp_path / "plain", "queries.jsonl")
     assert plain[0]["text"] == "How do I install a package that is not in the"
     assert len(plain) == 3
+
+
+def test_ensure_builds_a_named_set_from_its_recipe_and_refuses_other_names(tmp_path):
+    module = load()
+    source = tmp_path / "example-faq.en.txt.gz"
+    with gzip.open(source, "wt", encoding="utf-8") as f:
+        f.write(BOOK)
+    options = module.RECIPES["debian-faq"][1]
+    module.RECIPES["debian-faq"] = (str(source), options)  # this module copy only
+    folder = tmp_path / "sets" / "debian-faq"
+    module.ensure([str(folder)])
+    assert [q["text"] for q in read(folder, "queries.jsonl")] == [
+        "How do I install a package that is not in the archive?", "Where do I report a bug?"]
+    (folder / "queries.jsonl").write_text("kept\n")
+    module.ensure([str(folder)])  # present: left as it is
+    assert (folder / "queries.jsonl").read_text() == "kept\n"
+    with pytest.raises(SystemExit, match="not a set this script builds"):
+        module.ensure([str(tmp_path / "sets" / "mine")])

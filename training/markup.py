@@ -65,14 +65,14 @@ def rst_text(text: str) -> str:
 
 # POD (Perl's documentation) ---------------------------------------------------------------
 
-_POD_CODE = re.compile(r"([A-Z])(<{2,})\s(.*?)\s(>{2,})|([A-Z])<([^<>]*)>", re.S)
+_POD_CODE = re.compile(r"([A-Z])<{2,}\s(.*?)\s>{2,}|([A-Z])<([^<>]*)>", re.S)
 
 
 def pod_inline(text: str) -> str:
     """Formatting codes to their text: ``C<$x>``, ``C<< $x->y >>``, ``L<text|target>``,
     ``L<perlfunc/open>``, ``E<lt>``; ``X<>`` and ``Z<>`` (index entries) dropped."""
     def one(m: re.Match) -> str:
-        code, body = (m.group(1), m.group(3)) if m.group(1) else (m.group(5), m.group(6))
+        code, body = m.group(1, 2) if m.group(1) else m.group(3, 4)
         if code in "XZ":
             return ""
         if code == "E":
