@@ -25,7 +25,10 @@ def stage(tiny_model_dir, tmp_path):
         json.dumps({"pooling": "mean", "query_instruction": "trained with this"}))
     (tmp_path / "run" / "supervised" / "training_config.yaml").write_text(yaml.safe_dump(
         {"model": "/home/someone/models/base.gguf",
-         "adapters": ["/home/someone/out/mntp/", "/home/someone/out/simcse"]}))
+         "adapters": ["/home/someone/out/mntp/", "/home/someone/out/simcse"],
+         "distill_teacher": "/home/someone/venv/lib/python3.12/site-packages/minilm/model",
+         "data": ["/home/someone/pairs.jsonl", "out/pairs-train.jsonl"],
+         "output_dir": "out/supervised"}))
     (tmp_path / "run" / "supervised" / "training_log.csv").write_text("step,loss\n1,0.5\n")
     return base, out
 
@@ -45,6 +48,11 @@ def test_bundle_ships_half_precision_named_by_file(stage, tmp_path):
     assert adapter["base_model_name_or_path"] == "base.gguf"
     settings = yaml.safe_load((dest / "training_config.yaml").read_text())
     assert settings["model"] == "base.gguf" and settings["adapters"] == ["mntp", "simcse"]
+    # no other path of the training machine either; relative paths stay
+    assert settings["distill_teacher"] == "SITE_PACKAGES/minilm/model"
+    assert settings["data"] == ["pairs.jsonl", "out/pairs-train.jsonl"]
+    assert settings["output_dir"] == "out/supervised"
+    assert "/home/someone" not in (dest / "training_config.yaml").read_text()
     assert (dest / "training_log.csv").is_file()
     config = json.loads((dest / "llm2vec_config.json").read_text())
     assert config["query_instruction"] == QUERY_INSTRUCTION

@@ -59,12 +59,28 @@ def bundle(stage_dir: str, dest: str, base: str = GGUF_NAME,
         # the adapters it was trained on, by their folder names in the bundle
         settings["adapters"] = [os.path.basename(str(a).rstrip("/\\"))
                                 for a in settings.get("adapters") or []]
+        settings = {k: _portable(v) for k, v in settings.items()}  # e.g. distill_teacher
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(settings, f, sort_keys=False)
     if query_instruction is not None:
         path = os.path.join(dest, "llm2vec_config.json")
         _write_json(path, {**_read_json(path), "query_instruction": query_instruction})
     return dest
+
+
+def _portable(value):
+    """An absolute path of the training machine as it means anywhere: inside a Python
+    environment ``SITE_PACKAGES/<package path>``, else its file or folder name. Hub ids,
+    relative paths and other values stay as they are."""
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    parts = value.rstrip("/\\").replace("\\", "/").split("/")
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return "/".join(["SITE_PACKAGES", *parts[parts.index(marker) + 1:]])
+    return parts[-1]
 
 
 def _read_json(path: str) -> dict:
