@@ -69,9 +69,9 @@ def bundle(stage_dir: str, dest: str, base: str = GGUF_NAME,
 
 
 def _portable(value):
-    """An absolute path of the training machine as it means anywhere: inside a Python
-    environment ``SITE_PACKAGES/<package path>``, else its file or folder name. Hub ids,
-    relative paths and other values stay as they are."""
+    """An absolute path of the training machine, written so that it means the same on any
+    other: inside a Python environment ``SITE_PACKAGES/<package path>``, else its file or
+    folder name. Hub ids, relative paths and other values stay as they are."""
     if isinstance(value, list):
         return [_portable(v) for v in value]
     if not isinstance(value, str) or not os.path.isabs(value):
