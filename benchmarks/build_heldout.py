@@ -192,6 +192,8 @@ def build(source: str, out_dir: str, min_words: int = 20, join_wrapped: bool = F
           questions_only: bool = False) -> dict:
     """``questions_only``: only headings that end in "?" are queries; every section stays a
     document (the rest are distractors)."""
+    if not os.path.isfile(source):
+        raise SystemExit(f"{source} not found: run scripts/fetch_pairs_data.sh")
     name = os.path.basename(source).split(".")[0]
     if source.lower().endswith((".html", ".htm")):
         found = html_sections(source)
@@ -222,10 +224,7 @@ def ensure(folders: list[str]) -> None:
             raise SystemExit(f"{folder}: no corpus.jsonl, and not a set this script builds "
                              f"({', '.join(RECIPES)}); build it or pass an existing BEIR folder")
         source, options = recipe
-        source = os.path.join(ROOT, source)
-        if not os.path.isfile(source):
-            raise SystemExit(f"{source} not found: run scripts/fetch_pairs_data.sh")
-        print(json.dumps(build(source, folder, **options)))
+        print(json.dumps(build(os.path.join(ROOT, source), folder, **options)))
 
 
 def shingles(text: str, n: int = 12) -> set[str]:
@@ -271,8 +270,6 @@ def main() -> None:
     if args.ensure:
         ensure(args.ensure)
         return
-    if not os.path.isfile(args.source):
-        raise SystemExit(f"{args.source} not found: run scripts/fetch_pairs_data.sh")
     report = build(args.source, args.out, args.min_words, args.join_wrapped_headings,
                    args.questions_only)
     if args.check_overlap:
