@@ -26,7 +26,7 @@ def name_base_by_file(adapter_dir: str, base: str) -> None:
     bundled adapters record, and what tests/test_default_model.py checks)."""
     path = os.path.join(adapter_dir, "adapter_config.json")
     config = _read_json(path)
-    config["base_model_name_or_path"] = os.path.basename(str(base).rstrip("/\\"))
+    config["base_model_name_or_path"] = _file_name(base)
     _write_json(path, config)
 
 
@@ -55,10 +55,9 @@ def bundle(stage_dir: str, dest: str, base: str = GGUF_NAME,
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             settings = yaml.safe_load(f)
-        settings["model"] = os.path.basename(str(settings["model"]).rstrip("/\\"))
+        settings["model"] = _file_name(settings["model"])
         # the adapters it was trained on, by their folder names in the bundle
-        settings["adapters"] = [os.path.basename(str(a).rstrip("/\\"))
-                                for a in settings.get("adapters") or []]
+        settings["adapters"] = [_file_name(a) for a in settings.get("adapters") or []]
         settings = {k: _portable(v) for k, v in settings.items()}  # e.g. distill_teacher
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(settings, f, sort_keys=False)
@@ -66,6 +65,11 @@ def bundle(stage_dir: str, dest: str, base: str = GGUF_NAME,
         path = os.path.join(dest, "llm2vec_config.json")
         _write_json(path, {**_read_json(path), "query_instruction": query_instruction})
     return dest
+
+
+def _file_name(path) -> str:
+    """A file's or folder's name, a trailing separator ignored."""
+    return os.path.basename(str(path).rstrip("/\\"))
 
 
 def _portable(value):
@@ -80,7 +84,7 @@ def _portable(value):
     for marker in ("site-packages", "dist-packages"):
         if marker in parts:
             return "/".join(["SITE_PACKAGES", *parts[parts.index(marker) + 1:]])
-    return parts[-1]
+    return _file_name(value)
 
 
 def _read_json(path: str) -> dict:
